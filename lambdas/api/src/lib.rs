@@ -1,0 +1,343 @@
+//! What every function behind the API shares.
+//!
+//! API Gateway calls each function through a non-proxy (`AWS`) integration
+//! with one generic request template, so every function receives the same
+//! [`Envelope`]. A function answers with a JSON body (HTTP 200) or fails with
+//! an [`ApiError`], which leaves the function as the Lambda error message
+//! `"<status>: <json body>"`: API Gateway selects the integration response by
+//! matching the `<status>: ` prefix and passes the JSON through unchanged.
+//!
+//! [`serve`] is the whole runtime glue: it parses the envelope, calls the
+//! handler, turns errors into that message and logs internal faults with the
+//! request id. Handlers stay plain async functions over typed input.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+
+use lambda_runtime::{Context, Diagnostic, LambdaEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub mod testing;
+
+/// The request as the API Gateway request template delivers it.
+///
+/// `resource` is the route's resource path with its placeholders
+/// (`/user/{id}`), `path` the values of those placeholders. `body` is the raw
+/// request body (empty when there is none); handlers parse it themselves so a
+/// malformed body is their 400, not a runtime error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub method: String,
+    pub resource: String,
+    #[serde(default)]
+    pub path: BTreeMap<String, String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
+    pub stage: String,
+    pub request_id: String,
+}
+
+impl Envelope {
+    /// The route key, as the Terraform route table spells it: `"GET /user/{id}"`.
+    pub fn route(&self) -> String {
+        format!("{} {}", self.method, self.resource)
+    }
+
+    /// The stage this request came through, validated against the fixed set.
+    pub fn stage(&self) -> Result<Stage, ApiError> {
+        self.stage.parse()
+    }
+
+    /// A path parameter the route declares; its absence is a 400.
+    pub fn path_param(&self, name: &str) -> Result<&str, ApiError> {
+        self.path
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| ApiError::bad_request(format!("missing path parameter `{name}`")))
+    }
+}
+
+/// The API stages. Anything else in a request is rejected, so configuration
+/// keyed by stage (table names) can never be looked up with request data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Staging,
+    Prod,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 2] = [Stage::Staging, Stage::Prod];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Staging => "staging",
+            Stage::Prod => "prod",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Stage {
+    type Err = ApiError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Stage::ALL
+            .into_iter()
+            .find(|stage| stage.as_str() == s)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("unknown stage `{s}`: expected staging or prod"))
+            })
+    }
+}
+
+/// Why a request failed, as the client will see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed; the message says what is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such item, or no such route in this function.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: an optimistic-lock condition failed. `current_lock_version` is
+    /// what the store holds now (`None`: the item does not exist).
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        current_lock_version: Option<u64>,
+    },
+    /// 500: a fault of ours. The detail goes to the log, never to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The JSON body of an error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_lock_version: Option<u64>,
+    pub request_id: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(message.into())
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::NotFound(message.into())
+    }
+
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        ApiError::Internal(detail.to_string())
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict { .. } => 409,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::NotFound(_) => "NotFound",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::Internal(_) => "Internal",
+        }
+    }
+
+    /// The body the client receives.
+    pub fn body(&self, request_id: &str) -> ErrorBody {
+        let message = match self {
+            ApiError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        let current_lock_version = match self {
+            ApiError::Conflict {
+                current_lock_version,
+                ..
+            } => *current_lock_version,
+            _ => None,
+        };
+        ErrorBody {
+            message,
+            current_lock_version,
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// The Lambda error this becomes: the message is `"<status>: <json>"`,
+    /// with the JSON serialized by serde (so quotes in a message stay valid).
+    pub fn into_diagnostic(self, request_id: &str) -> Diagnostic {
+        let body =
+            serde_json::to_string(&self.body(request_id)).expect("an ErrorBody always serializes");
+        Diagnostic {
+            error_type: self.error_type().to_owned(),
+            error_message: format!("{}: {body}", self.status()),
+        }
+    }
+}
+
+/// Parses `"<status>: <json>"`, the inverse of [`ApiError::into_diagnostic`];
+/// `None` for any other message (a crash, a timeout, a runtime error).
+pub fn parse_error_message(message: &str) -> Option<(u16, Value)> {
+    let (status, json) = message.split_once(": ")?;
+    if status.len() != 3 {
+        return None;
+    }
+    let status = status.parse().ok()?;
+    let body = serde_json::from_str(json).ok()?;
+    Some((status, body))
+}
+
+/// One invocation, after the envelope was parsed.
+pub struct Request {
+    pub envelope: Envelope,
+    pub context: Context,
+}
+
+/// The runtime adapter shared by every function: envelope in, JSON body or
+/// `"<status>: <json>"` error out. Exposed (rather than buried in [`serve`])
+/// so tests drive a handler exactly as the runtime does.
+pub async fn invoke<F, Fut>(handler: &F, event: LambdaEvent<Value>) -> Result<Value, Diagnostic>
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Result<Value, ApiError>>,
+{
+    let LambdaEvent { payload, context } = event;
+    // Errors quote API Gateway's request id, the one the client can see;
+    // the Lambda request id is in every log line (the runtime's span).
+    let (result, request_id) = match serde_json::from_value::<Envelope>(payload) {
+        Ok(envelope) => {
+            let request_id = envelope.request_id.clone();
+            (handler(Request { envelope, context }).await, request_id)
+        }
+        Err(err) => {
+            let err = ApiError::bad_request(format!("malformed request envelope: {err}"));
+            (Err(err), context.request_id)
+        }
+    };
+    result.map_err(|err| {
+        match &err {
+            ApiError::Internal(detail) => {
+                tracing::error!(status = 500, %detail, api_request_id = %request_id, "request failed")
+            }
+            other => {
+                tracing::info!(status = other.status(), message = %other, api_request_id = %request_id, "request refused")
+            }
+        }
+        err.into_diagnostic(&request_id)
+    })
+}
+
+/// Runs `handler` under the Lambda Runtime API until the process is stopped.
+pub async fn serve<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Request) -> Fut,
+    Fut: Future<Output = Result<Value, ApiError>>,
+{
+    let handler = &handler;
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        invoke(handler, event)
+    }))
+    .await
+}
+
+/// Structured JSON logs on stdout, one object per line, carrying the fields of
+/// the runtime's per-invocation span (`requestId`). The level comes from
+/// `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`, `info` by default.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            EnvFilter::try_new(level.to_lowercase()).unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_round_trips_through_the_status_prefix() {
+        let err = ApiError::bad_request(r#"name must not contain "quotes\" or 'these'"#);
+        let diagnostic = err.into_diagnostic("req-1");
+        assert!(diagnostic.error_message.starts_with("400: {"));
+        let (status, body) = parse_error_message(&diagnostic.error_message).unwrap();
+        assert_eq!(status, 400);
+        assert_eq!(
+            body["message"],
+            r#"name must not contain "quotes\" or 'these'"#
+        );
+        assert_eq!(body["request_id"], "req-1");
+    }
+
+    #[test]
+    fn internal_errors_hide_their_detail() {
+        let diagnostic = ApiError::internal("connection refused to 10.0.0.1").into_diagnostic("r");
+        let (status, body) = parse_error_message(&diagnostic.error_message).unwrap();
+        assert_eq!(status, 500);
+        assert_eq!(body["message"], "internal error");
+        assert!(!diagnostic.error_message.contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn conflicts_carry_the_current_version() {
+        let err = ApiError::Conflict {
+            message: "stale".into(),
+            current_lock_version: Some(7),
+        };
+        let (status, body) = parse_error_message(&err.into_diagnostic("r").error_message).unwrap();
+        assert_eq!(
+            (status, body["current_lock_version"].as_u64()),
+            (409, Some(7))
+        );
+    }
+
+    #[test]
+    fn only_the_two_stages_parse() {
+        assert_eq!("staging".parse::<Stage>().unwrap(), Stage::Staging);
+        assert_eq!("prod".parse::<Stage>().unwrap(), Stage::Prod);
+        for bad in ["", "Prod", "dev", "prod ", "../prod"] {
+            let err = bad.parse::<Stage>().unwrap_err();
+            assert_eq!(err.status(), 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn foreign_error_messages_are_not_api_errors() {
+        for message in [
+            "Task timed out after 3.00 seconds",
+            "4000: {}",
+            "400: not json",
+            "",
+        ] {
+            assert_eq!(parse_error_message(message), None, "{message:?}");
+        }
+    }
+}

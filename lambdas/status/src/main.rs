@@ -1,0 +1,122 @@
+//! `status`: `GET /status` describes the running instance (server time, when
+//! this instance started, the function version and alias it runs as, the
+//! stage); `GET /health` is the cheap check for load balancers and smoke tests.
+
+use std::time::SystemTime;
+
+use api::{ApiError, Request};
+use serde_json::{Value, json};
+
+/// Facts about this execution environment, read once per cold start.
+#[derive(Debug, Clone)]
+struct Instance {
+    started_at: SystemTime,
+    function_name: String,
+    function_version: String,
+}
+
+impl Instance {
+    fn from_env() -> Self {
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        Instance {
+            started_at: SystemTime::now(),
+            function_name: var("AWS_LAMBDA_FUNCTION_NAME", "status"),
+            function_version: var("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        }
+    }
+}
+
+/// The qualifier of an invoked function ARN: the alias (or version) the
+/// caller named, `None` for an unqualified call.
+fn qualifier(invoked_function_arn: &str) -> Option<&str> {
+    // arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
+    invoked_function_arn
+        .splitn(8, ':')
+        .nth(7)
+        .filter(|q| !q.is_empty())
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+async fn handle(instance: &Instance, request: Request) -> Result<Value, ApiError> {
+    let envelope = &request.envelope;
+    let stage = envelope.stage()?;
+    match envelope.route().as_str() {
+        "GET /status" => Ok(json!({
+            "status": "ok",
+            "server_time": rfc3339(SystemTime::now()),
+            "started_at": rfc3339(instance.started_at),
+            "function": instance.function_name,
+            "function_version": instance.function_version,
+            "alias": qualifier(&request.context.invoked_function_arn),
+            "stage": stage,
+            "build": env!("CARGO_PKG_VERSION"),
+        })),
+        "GET /health" => Ok(json!({ "status": "ok" })),
+        other => Err(ApiError::not_found(format!("no route `{other}` in status"))),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    api::init_logging();
+    let instance = Instance::from_env();
+    api::serve(|request| handle(&instance, request)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_runtime::{Context, LambdaEvent};
+
+    fn instance() -> Instance {
+        Instance {
+            started_at: SystemTime::UNIX_EPOCH,
+            function_name: "example-status".into(),
+            function_version: "7".into(),
+        }
+    }
+
+    async fn call(event: Value, context: Context) -> (u16, Value) {
+        let instance = instance();
+        let handler = |request| handle(&instance, request);
+        api::testing::response(api::invoke(&handler, LambdaEvent::new(event, context)).await)
+    }
+
+    #[tokio::test]
+    async fn every_sample_event() {
+        for sample in api::testing::samples("status") {
+            sample.check(call(sample.event.clone(), Context::default()).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn status_reports_the_instance_and_the_alias_it_was_invoked_as() {
+        let mut context = Context::default();
+        context.invoked_function_arn =
+            "arn:aws:lambda:us-east-1:123456789012:function:example-status:prod".into();
+        let event = json!({
+            "method": "GET", "resource": "/status", "stage": "prod", "request_id": "r1"
+        });
+        let (status, body) = call(event, context).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["started_at"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(body["function_version"], "7");
+        assert_eq!(body["alias"], "prod");
+        assert_eq!(body["stage"], "prod");
+        let server_time = humantime::parse_rfc3339(body["server_time"].as_str().unwrap()).unwrap();
+        assert!(server_time > SystemTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn qualifier_is_the_eighth_arn_field() {
+        let arn = "arn:aws:lambda:eu-west-1:123456789012:function:f";
+        assert_eq!(qualifier(arn), None);
+        assert_eq!(qualifier(&format!("{arn}:staging")), Some("staging"));
+        assert_eq!(qualifier(&format!("{arn}:12")), Some("12"));
+        assert_eq!(qualifier(""), None);
+    }
+}

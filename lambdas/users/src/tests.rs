@@ -1,0 +1,195 @@
+use api::Envelope;
+use serde_json::json;
+
+use super::*;
+use crate::store::MemoryStore;
+
+fn memory_users() -> Users<MemoryStore> {
+    Users {
+        store: MemoryStore::default(),
+        tables: samples::tables("users"),
+    }
+}
+
+#[tokio::test]
+async fn every_sample_event() {
+    samples::check_all(|| async { memory_users() }).await;
+}
+
+fn envelope(method: &str, id: &str, body: &str, query: &[(&str, &str)]) -> Envelope {
+    Envelope {
+        method: method.into(),
+        resource: "/user/{id}".into(),
+        path: [("id".to_owned(), id.to_owned())].into(),
+        query: query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: body.into(),
+        stage: "staging".into(),
+        request_id: "test".into(),
+    }
+}
+
+/// `parse` of a POST body: the command, or the 400 message fragment.
+fn check_post(body: &str, expected: Result<Command, &str>) {
+    let result = parse(&envelope("POST", "abcdefgh", body, &[]));
+    match (result, expected) {
+        (Ok(command), Ok(want)) => assert_eq!(command, want, "{body}"),
+        (Err(err), Err(fragment)) => {
+            assert_eq!(err.status(), 400, "{body}: {err}");
+            assert!(
+                err.to_string().contains(fragment),
+                "{body}: `{err}` lacks `{fragment}`"
+            );
+        }
+        (other, want) => panic!("{body}: got {other:?}, expected {want:?}"),
+    }
+}
+
+#[test]
+fn post_bodies() {
+    let create = |name: &str| Command::Create {
+        id: "abcdefgh".into(),
+        name: name.into(),
+    };
+    check_post(r#"{"name":"Ada"}"#, Ok(create("Ada")));
+    check_post(
+        r#"{"name":"it's \"quoted\""}"#,
+        Ok(create(r#"it's "quoted""#)),
+    );
+    check_post(
+        &json!({"name": "é".repeat(256)}).to_string(),
+        Ok(create(&"é".repeat(256))),
+    );
+    check_post(
+        r#"{"name":"Ada","lock_version":4}"#,
+        Ok(Command::Update {
+            id: "abcdefgh".into(),
+            name: "Ada".into(),
+            expected: 4,
+        }),
+    );
+    check_post("", Err("missing body"));
+    check_post("{", Err("not valid JSON"));
+    check_post("[1]", Err("not an object"));
+    check_post(r#""Ada""#, Err("not an object"));
+    check_post("{}", Err("missing field `name`"));
+    check_post(r#"{"name":""}"#, Err("1 to 256 characters, got 0"));
+    check_post(
+        &json!({"name": "x".repeat(257)}).to_string(),
+        Err("got 257"),
+    );
+    check_post(
+        r#"{"name":7}"#,
+        Err("invalid type: integer `7`, expected a string"),
+    );
+    check_post(
+        r#"{"name":"Ada","admin":true}"#,
+        Err("unknown field `admin`"),
+    );
+    check_post(
+        r#"{"name":"Ada","lock_version":"3"}"#,
+        Err("invalid type: string"),
+    );
+    check_post(
+        r#"{"name":"Ada","lock_version":-1}"#,
+        Err("invalid value: integer `-1`"),
+    );
+    check_post(
+        r#"{"name":"Ada","lock_version":1.5}"#,
+        Err("invalid type: floating point"),
+    );
+    check_post(
+        r#"{"name":"Ada","lock_version":0}"#,
+        Err("versions start at 1"),
+    );
+}
+
+#[test]
+fn ids() {
+    for good in ["abcdefgh", "ABC12345", &"a".repeat(64)] {
+        assert!(parse(&envelope("GET", good, "", &[])).is_ok(), "{good}");
+    }
+    for bad in [
+        "",
+        "abcdefg",
+        &"a".repeat(65),
+        "abcdefg-",
+        "abcdéfgh",
+        "abcd efgh",
+        "../../etc",
+    ] {
+        let err = parse(&envelope("GET", bad, "", &[])).unwrap_err();
+        assert_eq!(err.status(), 400, "{bad}");
+        assert!(err.to_string().contains("invalid user id"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn delete_needs_the_version_in_the_query() {
+    let delete = |query: &[(&str, &str)]| parse(&envelope("DELETE", "abcdefgh", "", query));
+    assert_eq!(
+        delete(&[("lock_version", "3")]).unwrap(),
+        Command::Delete {
+            id: "abcdefgh".into(),
+            expected: 3
+        }
+    );
+    for (query, fragment) in [
+        (&[][..], "missing query parameter `lock_version`"),
+        (&[("lock_version", "x")][..], "invalid lock_version `x`"),
+        (&[("lock_version", "-2")][..], "invalid lock_version `-2`"),
+        (&[("lock_version", "0")][..], "versions start at 1"),
+    ] {
+        let err = delete(query).unwrap_err();
+        assert!(err.to_string().contains(fragment), "{query:?}: {err}");
+    }
+}
+
+#[test]
+fn unknown_routes_are_404() {
+    let mut put = envelope("PUT", "abcdefgh", "", &[]);
+    assert_eq!(parse(&put).unwrap_err().status(), 404);
+    put.method = "GET".into();
+    put.resource = "/users".into();
+    assert_eq!(parse(&put).unwrap_err().status(), 404);
+}
+
+#[test]
+fn each_stage_has_its_own_table() {
+    let tables = samples::tables("t");
+    assert_eq!(tables.for_stage(Stage::Staging), "t-staging");
+    assert_eq!(tables.for_stage(Stage::Prod), "t-prod");
+}
+
+/// A refused request leaves the store exactly as it was.
+#[tokio::test]
+async fn refused_writes_change_nothing() {
+    let users = memory_users();
+    samples::seed(&users.store, "users-staging").await;
+    let before = users
+        .store
+        .get("users-staging", samples::FIXTURE_ID)
+        .await
+        .unwrap();
+    let id = samples::FIXTURE_ID;
+    let refused = [
+        envelope("POST", id, r#"{"name":"Eve"}"#, &[]),
+        envelope("POST", id, r#"{"name":"Eve","lock_version":2}"#, &[]),
+        envelope("POST", id, r#"{"name":"","lock_version":3}"#, &[]),
+        envelope("POST", id, r#"{"name":"Eve","lock_version":3,"x":1}"#, &[]),
+        envelope("DELETE", id, "", &[("lock_version", "2")]),
+        envelope("DELETE", id, "", &[]),
+    ];
+    for envelope in refused {
+        let request = Request {
+            envelope: envelope.clone(),
+            context: Default::default(),
+        };
+        let err = users.handle(request).await.unwrap_err();
+        assert!(matches!(err.status(), 400 | 409), "{envelope:?}: {err}");
+        let after = users.store.get("users-staging", id).await.unwrap();
+        assert_eq!(after, before, "{envelope:?} changed the user");
+    }
+}

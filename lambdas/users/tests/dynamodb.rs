@@ -1,0 +1,273 @@
+//! The DynamoDB store against a real DynamoDB API over HTTP: the moto
+//! emulator, started on a free loopback port for this test binary.
+
+use std::io::ErrorKind;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use users::dynamo::DynamoStore;
+use users::samples;
+use users::store::{StoreError, User, UserStore};
+use users::{Tables, Users};
+
+/// A `moto_server` on loopback, shared by the tests of this binary.
+///
+/// It runs under `sh`, which waits on a pipe from this process and kills the
+/// server when the pipe closes: when the test binary exits, however it exits.
+struct Moto {
+    endpoint: String,
+    _guard: Child,
+}
+
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        match Command::new("moto_server")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .status()
+        {
+            Ok(status) if status.success() => {}
+            Ok(_) | Err(_) => panic!(
+                "moto_server (the AWS emulator these tests talk to) is not installed: \
+                 run the README's test command, or `pip install 'moto[server]'`"
+            ),
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let guard = Command::new("sh")
+            .args([
+                "-c",
+                "moto_server -H 127.0.0.1 -p \"$1\" >/dev/null 2>&1 & read _; kill $!",
+                "sh",
+            ])
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("sh starts moto_server");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(_) => break,
+                Err(err)
+                    if err.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(err) => panic!("moto_server did not listen on 127.0.0.1:{port}: {err}"),
+            }
+        }
+        Moto {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _guard: guard,
+        }
+    })
+}
+
+fn client() -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&moto().endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .build();
+    Client::from_conf(config)
+}
+
+/// A new table, keyed like the real one (`id`, a string).
+async fn create_table(client: &Client, name: &str) {
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A function over fresh, empty staging and prod tables.
+async fn fresh_users() -> Users<DynamoStore> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let tables: Tables = samples::tables(&format!("users{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let client = client();
+    create_table(&client, &tables.staging).await;
+    create_table(&client, &tables.prod).await;
+    Users {
+        store: DynamoStore::new(client),
+        tables,
+    }
+}
+
+fn conflict(result: Result<impl std::fmt::Debug, StoreError>) -> Option<u64> {
+    match result {
+        Err(StoreError::Conflict { current }) => current,
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_sample_event_against_dynamodb() {
+    samples::check_all(fresh_users).await;
+}
+
+#[tokio::test]
+async fn create_read_update_delete() {
+    let Users { store, tables } = fresh_users().await;
+    let table = &tables.staging;
+    assert_eq!(store.get(table, "grace001").await.unwrap(), None);
+
+    let created = store.create(table, "grace001", "Grace").await.unwrap();
+    let expected = User {
+        id: "grace001".into(),
+        name: "Grace".into(),
+        lock_version: 1,
+    };
+    assert_eq!(created, expected);
+    assert_eq!(store.get(table, "grace001").await.unwrap(), Some(expected));
+
+    let updated = store
+        .update(table, "grace001", "Grace Hopper", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (updated.name.as_str(), updated.lock_version),
+        ("Grace Hopper", 2)
+    );
+    assert_eq!(store.get(table, "grace001").await.unwrap(), Some(updated));
+
+    store.delete(table, "grace001", 2).await.unwrap();
+    assert_eq!(store.get(table, "grace001").await.unwrap(), None);
+    // The prod table never saw any of it.
+    assert_eq!(store.get(&tables.prod, "grace001").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn stale_writes_are_conflicts_and_change_nothing() {
+    let Users { store, tables } = fresh_users().await;
+    let table = &tables.staging;
+    store.create(table, "grace001", "Grace").await.unwrap();
+    let current = store
+        .update(table, "grace001", "Grace Hopper", 1)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        conflict(store.create(table, "grace001", "Imposter").await),
+        Some(2)
+    );
+    assert_eq!(
+        conflict(store.update(table, "grace001", "Stale", 1).await),
+        Some(2)
+    );
+    assert_eq!(
+        conflict(store.update(table, "grace001", "Future", 3).await),
+        Some(2)
+    );
+    assert_eq!(conflict(store.delete(table, "grace001", 1).await), Some(2));
+    assert_eq!(store.get(table, "grace001").await.unwrap(), Some(current));
+
+    // Writes to a user that does not exist: the condition fails with no item.
+    assert_eq!(
+        conflict(store.update(table, "nobody001", "X", 1).await),
+        None
+    );
+    assert_eq!(conflict(store.delete(table, "nobody001", 1).await), None);
+    assert_eq!(store.get(table, "nobody001").await.unwrap(), None);
+}
+
+/// 8 writers x 25 read-modify-write increments of one counter (kept in the
+/// user's name), each retrying on conflict: no increment is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_increments_lose_nothing() {
+    const WRITERS: u64 = 8;
+    const INCREMENTS: u64 = 25;
+    let Users { store, tables } = fresh_users().await;
+    let table = tables.staging.clone();
+    store.create(&table, "counter1", "0").await.unwrap();
+
+    let writers = (0..WRITERS).map(|_| {
+        let (store, table) = (store.clone(), table.clone());
+        tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..INCREMENTS {
+                loop {
+                    let user = store.get(&table, "counter1").await.unwrap().unwrap();
+                    let next = user.name.parse::<u64>().unwrap() + 1;
+                    match store
+                        .update(&table, "counter1", &next.to_string(), user.lock_version)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(StoreError::Conflict { .. }) => conflicts += 1,
+                        Err(err) => panic!("{err}"),
+                    }
+                }
+            }
+            conflicts
+        })
+    });
+    let mut conflicts = 0;
+    for writer in writers.collect::<Vec<_>>() {
+        conflicts += writer.await.unwrap();
+    }
+
+    let counter = store.get(&table, "counter1").await.unwrap().unwrap();
+    assert_eq!(counter.name, (WRITERS * INCREMENTS).to_string());
+    assert_eq!(counter.lock_version, 1 + WRITERS * INCREMENTS);
+    assert!(
+        conflicts > 0,
+        "8 concurrent writers never conflicted: the test proves nothing"
+    );
+}
+
+/// A store that cannot reach DynamoDB fails with a backend error (a 500 at
+/// the API), never a conflict or a "not found".
+#[tokio::test]
+async fn unreachable_store_is_a_backend_error() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    let store = DynamoStore::new(Client::from_conf(config));
+    assert!(matches!(
+        store.get("users-staging", "grace001").await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        store.update("users-staging", "grace001", "x", 1).await,
+        Err(StoreError::Backend(_))
+    ));
+}

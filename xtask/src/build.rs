@@ -1,0 +1,404 @@
+//! `cargo xtask build`: compile the functions in release for Lambda, check
+//! each binary can run on `provided.al2023`, package it into
+//! `target/lambda/<fn>-<sha256>.zip` and record it in
+//! `target/lambda/manifest.json`, which Terraform reads.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use xshell::{Shell, cmd};
+
+use crate::artifact::{self, Artifact, Manifest, RUST_TARGET};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Functions to build (crate names under `lambdas/`); every function when omitted.
+    pub functions: Vec<String>,
+}
+
+/// A Lambda function crate: a package under `lambdas/` with a binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    pub name: String,
+    pub bin: String,
+}
+
+/// Where the manifest and the zips live, relative to the workspace root.
+pub const OUT_DIR: &str = "target/lambda";
+
+pub fn run(sh: &Shell, args: Args) -> Result<()> {
+    let started = Instant::now();
+    let workspace = Workspace::read(sh)?;
+    let selected = workspace.select(&args.functions)?;
+    check_target_installed(sh)?;
+
+    let names: Vec<&str> = selected.iter().map(|f| f.name.as_str()).collect();
+    eprintln!(
+        "==> compiling {} (release, {RUST_TARGET})",
+        names.join(", ")
+    );
+    compile(sh, &selected)?;
+
+    let out_dir = sh.current_dir().join(OUT_DIR);
+    sh.create_dir(&out_dir)?;
+    let manifest_path = out_dir.join("manifest.json");
+    let previous = read_manifest(&manifest_path)?;
+
+    // Check every binary before writing anything: a refusal leaves the
+    // previous artifacts and manifest as they were.
+    let mut built = Vec::new();
+    for function in &selected {
+        let binary_path = workspace.binary(&function.bin);
+        eprintln!("==> checking and packaging {}", function.name);
+        let packaged = package_binary(&function.name, &binary_path).with_context(|| {
+            format!(
+                "refusing to ship `{}` ({})",
+                function.name,
+                binary_path.display()
+            )
+        })?;
+        built.push((function, packaged));
+    }
+
+    let mut manifest = previous.clone();
+    let mut rows = Vec::new();
+    for (function, (zip, artifact)) in built {
+        let path = sh.current_dir().join(&artifact.path);
+        if !path.exists() {
+            write_atomically(&path, &zip)?;
+        }
+        let change = match previous.functions.get(&function.name) {
+            None => "new".to_owned(),
+            Some(old) if old.sha256 == artifact.sha256 => "unchanged".to_owned(),
+            Some(old) => format!("changed (was {})", short(&old.sha256)),
+        };
+        rows.push(vec![
+            function.name.clone(),
+            human_size(artifact.zip_size),
+            short(&artifact.sha256).to_owned(),
+            change,
+        ]);
+        manifest.functions.insert(function.name.clone(), artifact);
+    }
+    write_atomically(
+        &manifest_path,
+        format!("{}\n", serde_json::to_string_pretty(&manifest)?).as_bytes(),
+    )?;
+
+    print!(
+        "{}",
+        table(&["function", "zip", "sha256", "since last build"], &rows)
+    );
+    println!(
+        "manifest: {OUT_DIR}/manifest.json ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What `cargo metadata` says about the workspace.
+pub struct Workspace {
+    pub functions: Vec<Function>,
+    target_dir: PathBuf,
+}
+
+impl Workspace {
+    pub fn read(sh: &Shell) -> Result<Self> {
+        let cargo = cargo();
+        let json = cmd!(sh, "{cargo} metadata --format-version 1 --no-deps")
+            .quiet()
+            .read()
+            .context("`cargo metadata` failed")?;
+        Self::from_metadata(&serde_json::from_str(&json)?, &sh.current_dir())
+    }
+
+    fn from_metadata(metadata: &Value, root: &Path) -> Result<Self> {
+        let lambdas = root.join("lambdas");
+        let mut functions = Vec::new();
+        for package in metadata["packages"]
+            .as_array()
+            .context("metadata has no packages")?
+        {
+            let manifest = Path::new(package["manifest_path"].as_str().unwrap_or_default());
+            if !manifest.starts_with(&lambdas) {
+                continue;
+            }
+            let bins: Vec<&str> = package["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|target| {
+                    target["kind"]
+                        .as_array()
+                        .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"))
+                })
+                .filter_map(|target| target["name"].as_str())
+                .collect();
+            let name = package["name"].as_str().context("package without a name")?;
+            match bins[..] {
+                [] => {} // a library shared by the functions
+                [bin] => functions.push(Function {
+                    name: name.to_owned(),
+                    bin: bin.to_owned(),
+                }),
+                _ => bail!(
+                    "`{name}` has several binaries ({bins:?}): a function crate has exactly one"
+                ),
+            }
+        }
+        functions.sort_by(|a, b| a.name.cmp(&b.name));
+        let target_dir = PathBuf::from(
+            metadata["target_directory"]
+                .as_str()
+                .context("no target_directory")?,
+        );
+        Ok(Workspace {
+            functions,
+            target_dir,
+        })
+    }
+
+    /// The named functions, or all of them; an unknown name is an error that
+    /// lists the known ones.
+    pub fn select(&self, names: &[String]) -> Result<Vec<Function>> {
+        if names.is_empty() {
+            return Ok(self.functions.clone());
+        }
+        names
+            .iter()
+            .map(|name| {
+                self.functions
+                    .iter()
+                    .find(|f| &f.name == name)
+                    .cloned()
+                    .with_context(|| {
+                        let known: Vec<&str> =
+                            self.functions.iter().map(|f| f.name.as_str()).collect();
+                        format!(
+                            "no function `{name}`: the functions are {}",
+                            known.join(", ")
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn binary(&self, bin: &str) -> PathBuf {
+        self.target_dir.join(RUST_TARGET).join("release").join(bin)
+    }
+}
+
+/// The cargo that runs us (so `cargo +toolchain xtask` is honoured).
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn check_target_installed(sh: &Shell) -> Result<()> {
+    let sysroot = cmd!(sh, "rustc --print sysroot")
+        .quiet()
+        .read()
+        .context("rustc is required: install Rust with rustup (https://rustup.rs)")?;
+    let lib = Path::new(&sysroot).join("lib/rustlib").join(RUST_TARGET);
+    if !lib.exists() {
+        bail!(
+            "the Rust target {RUST_TARGET} is not installed: run `rustup target add {RUST_TARGET}`"
+        );
+    }
+    Ok(())
+}
+
+fn compile(sh: &Shell, functions: &[Function]) -> Result<()> {
+    let cargo = cargo();
+    let packages = functions
+        .iter()
+        .flat_map(|f| ["--package", f.name.as_str()]);
+    cmd!(
+        sh,
+        "{cargo} build --release --locked --target {RUST_TARGET} {packages...}"
+    )
+    .env("CARGO_ENCODED_RUSTFLAGS", rustflags(sh))
+    .run()
+    .context("cargo build failed (its errors are above)")?;
+    Ok(())
+}
+
+/// The user's RUSTFLAGS plus path remapping, so no absolute path of this
+/// machine (checkout, cargo home) ends up in a binary: the artifact's bytes
+/// then do not depend on where the workspace was checked out.
+fn rustflags(sh: &Shell) -> String {
+    let mut flags: Vec<String> = std::env::var("RUSTFLAGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    flags.push(format!(
+        "--remap-path-prefix={}=/workspace",
+        sh.current_dir().display()
+    ));
+    if let Some(cargo_home) = cargo_home() {
+        flags.push(format!(
+            "--remap-path-prefix={}=/cargo",
+            cargo_home.display()
+        ));
+    }
+    flags.join("\x1f")
+}
+
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+}
+
+/// Checks one binary and packages it: the zip bytes and their manifest entry.
+fn package_binary(name: &str, binary_path: &Path) -> Result<(Vec<u8>, Artifact)> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata =
+        std::fs::metadata(binary_path).context("the binary is missing after the build")?;
+    artifact::check_executable(metadata.permissions().mode())?;
+    let binary = std::fs::read(binary_path)?;
+    let max_glibc = artifact::check_elf(&binary)?;
+    let zip = artifact::package(&binary)?;
+    let unpacked = artifact::check_zip(&zip)?;
+    anyhow::ensure!(
+        unpacked == binary,
+        "the zip does not hold the binary unchanged"
+    );
+    let digest = artifact::sha256(&zip);
+    let artifact = Artifact {
+        path: format!("{OUT_DIR}/{name}-{}.zip", digest.hex),
+        zip_size: zip.len() as u64,
+        sha256: digest.hex,
+        code_sha256: digest.base64,
+        binary_size: binary.len() as u64,
+        max_glibc: max_glibc.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+    };
+    Ok((zip, artifact))
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a manifest this xtask wrote: delete it and build again",
+                path.display()
+            )
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes through a temporary file and a rename, so a reader (Terraform, a
+/// concurrent build) never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..12.min(hex.len())]
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.2} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|row| row[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn functions_are_the_lambdas_packages_with_a_binary() {
+        let root = Path::new("/ws");
+        let package = |name: &str, dir: &str, kinds: &[&str]| {
+            json!({
+                "name": name,
+                "manifest_path": format!("/ws/{dir}/Cargo.toml"),
+                "targets": kinds.iter().map(|k| json!({"name": name, "kind": [k]})).collect::<Vec<_>>(),
+            })
+        };
+        let metadata = json!({
+            "target_directory": "/ws/target",
+            "packages": [
+                package("users", "lambdas/users", &["lib", "bin"]),
+                package("api", "lambdas/api", &["lib"]),
+                package("xtask", "xtask", &["bin"]),
+                package("status", "lambdas/status", &["bin"]),
+            ],
+        });
+        let workspace = Workspace::from_metadata(&metadata, root).unwrap();
+        let names: Vec<&str> = workspace
+            .functions
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["status", "users"]);
+        assert_eq!(
+            workspace.binary("users"),
+            Path::new("/ws/target/x86_64-unknown-linux-gnu/release/users")
+        );
+
+        assert_eq!(workspace.select(&[]).unwrap().len(), 2);
+        assert_eq!(
+            workspace.select(&["users".into()]).unwrap()[0].name,
+            "users"
+        );
+        let err = workspace.select(&["api".into()]).unwrap_err().to_string();
+        assert_eq!(err, "no function `api`: the functions are status, users");
+    }
+
+    #[test]
+    fn tables_align() {
+        let rows = vec![
+            vec!["users".to_owned(), "2.10 MiB".to_owned()],
+            vec!["s".to_owned(), "1 B".to_owned()],
+        ];
+        assert_eq!(
+            table(&["function", "zip"], &rows),
+            "function  zip\nusers     2.10 MiB\ns         1 B\n"
+        );
+    }
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(2048), "2.0 KiB");
+        assert_eq!(human_size(2_621_440), "2.50 MiB");
+    }
+}
