@@ -191,6 +191,8 @@ pub struct Artifact {
     /// SHA-256 of the zip, base64: Lambda's `CodeSha256`.
     pub code_sha256: String,
     pub binary_size: u64,
+    /// SHA-256 of `bootstrap`, hex: a rebuild with the same binary reuses the zip.
+    pub binary_sha256: String,
     /// The highest glibc the binary needs, `none` for a static one.
     pub max_glibc: String,
 }

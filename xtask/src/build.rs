@@ -46,30 +46,25 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let manifest_path = out_dir.join("manifest.json");
     let previous = read_manifest(&manifest_path)?;
 
-    // Check every binary before writing anything: a refusal leaves the
-    // previous artifacts and manifest as they were.
-    let mut built = Vec::new();
+    // The manifest changes only once every binary passed the checks: a
+    // refusal leaves it as it was (zips are content-addressed, so one written
+    // for a function that passed is harmless).
+    let root = sh.current_dir();
+    let mut manifest = previous.clone();
+    let mut rows = Vec::new();
     for function in &selected {
         let binary_path = workspace.binary(&function.bin);
         eprintln!("==> checking and packaging {}", function.name);
-        let packaged = package_binary(&function.name, &binary_path).with_context(|| {
-            format!(
-                "refusing to ship `{}` ({})",
-                function.name,
-                binary_path.display()
-            )
-        })?;
-        built.push((function, packaged));
-    }
-
-    let mut manifest = previous.clone();
-    let mut rows = Vec::new();
-    for (function, (zip, artifact)) in built {
-        let path = sh.current_dir().join(&artifact.path);
-        if !path.exists() {
-            write_atomically(&path, &zip)?;
-        }
-        let change = match previous.functions.get(&function.name) {
+        let old = previous.functions.get(&function.name);
+        let artifact =
+            package_binary(&root, &function.name, &binary_path, old).with_context(|| {
+                format!(
+                    "refusing to ship `{}` ({})",
+                    function.name,
+                    binary_path.display()
+                )
+            })?;
+        let change = match old {
             None => "new".to_owned(),
             Some(old) if old.sha256 == artifact.sha256 => "unchanged".to_owned(),
             Some(old) => format!("changed (was {})", short(&old.sha256)),
@@ -214,14 +209,37 @@ fn compile(sh: &Shell, functions: &[Function]) -> Result<()> {
     let packages = functions
         .iter()
         .flat_map(|f| ["--package", f.name.as_str()]);
-    cmd!(
+    let mut build = cmd!(
         sh,
         "{cargo} build --release --locked --target {RUST_TARGET} {packages...}"
     )
-    .env("CARGO_ENCODED_RUSTFLAGS", rustflags(sh))
-    .run()
-    .context("cargo build failed (its errors are above)")?;
+    .env("CARGO_ENCODED_RUSTFLAGS", rustflags(sh));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_set_by_cargo_for_us) {
+            build = build.env_remove(name);
+        }
+    }
+    build
+        .run()
+        .context("cargo build failed (its errors are above)")?;
     Ok(())
+}
+
+/// Variables cargo sets for the process it runs (`cargo xtask`, a test).
+/// Build scripts that watch one of them (`rerun-if-env-changed`, as `ring`
+/// does for `CARGO_MANIFEST_DIR`) would run again whenever builds alternate
+/// between a shell, xtask and a test, so the nested build does not inherit them.
+fn is_set_by_cargo_for_us(name: &str) -> bool {
+    const EXACT: [&str; 7] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&name) || name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_")
 }
 
 /// The user's RUSTFLAGS plus path remapping, so no absolute path of this
@@ -252,18 +270,34 @@ fn cargo_home() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
 }
 
-/// Checks one binary and packages it: the zip bytes and their manifest entry.
-fn package_binary(name: &str, binary_path: &Path) -> Result<(Vec<u8>, Artifact)> {
+/// Checks one binary and packages it into `target/lambda/`. When the binary
+/// is the one `previous` was made from and that zip is intact, the zip is
+/// reused rather than compressed again (the bytes would be the same).
+fn package_binary(
+    root: &Path,
+    name: &str,
+    binary_path: &Path,
+    previous: Option<&Artifact>,
+) -> Result<Artifact> {
     use std::os::unix::fs::PermissionsExt;
     let metadata =
         std::fs::metadata(binary_path).context("the binary is missing after the build")?;
     artifact::check_executable(metadata.permissions().mode())?;
     let binary = std::fs::read(binary_path)?;
     let max_glibc = artifact::check_elf(&binary)?;
+    let binary_sha256 = artifact::sha256(&binary).hex;
+
+    if let Some(previous) = previous.filter(|p| p.binary_sha256 == binary_sha256) {
+        let intact = std::fs::read(root.join(&previous.path))
+            .is_ok_and(|zip| artifact::sha256(&zip).hex == previous.sha256);
+        if intact {
+            return Ok(previous.clone());
+        }
+    }
+
     let zip = artifact::package(&binary)?;
-    let unpacked = artifact::check_zip(&zip)?;
     anyhow::ensure!(
-        unpacked == binary,
+        artifact::check_zip(&zip)? == binary,
         "the zip does not hold the binary unchanged"
     );
     let digest = artifact::sha256(&zip);
@@ -273,19 +307,27 @@ fn package_binary(name: &str, binary_path: &Path) -> Result<(Vec<u8>, Artifact)>
         sha256: digest.hex,
         code_sha256: digest.base64,
         binary_size: binary.len() as u64,
+        binary_sha256,
         max_glibc: max_glibc.map_or_else(|| "none".to_owned(), |v| v.to_string()),
     };
-    Ok((zip, artifact))
+    let path = root.join(&artifact.path);
+    if !path.exists() {
+        write_atomically(&path, &zip)?;
+    }
+    Ok(artifact)
 }
 
+/// The previous manifest; an unreadable one (an older format) is ignored
+/// with a warning, since every entry can be rebuilt.
 fn read_manifest(path: &Path) -> Result<Manifest> {
     match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not a manifest this xtask wrote: delete it and build again",
+        Ok(text) => Ok(serde_json::from_str(&text).unwrap_or_else(|err| {
+            eprintln!(
+                "warning: ignoring {} ({err}): it is rebuilt from scratch",
                 path.display()
-            )
-        }),
+            );
+            Manifest::default()
+        })),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
         Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
     }

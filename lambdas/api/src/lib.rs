@@ -262,17 +262,16 @@ where
 
 /// Structured JSON logs on stdout, one object per line, carrying the fields of
 /// the runtime's per-invocation span (`requestId`). The level comes from
-/// `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`, `info` by default.
+/// `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (`error` .. `trace`), `info` by default.
 pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
+        .ok()
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(tracing::level_filters::LevelFilter::INFO);
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(
-            EnvFilter::try_new(level.to_lowercase()).unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_max_level(level)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
@@ -326,6 +325,29 @@ mod tests {
         for bad in ["", "Prod", "dev", "prod ", "../prod"] {
             let err = bad.parse::<Stage>().unwrap_err();
             assert_eq!(err.status(), 400, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_envelopes_are_400_and_never_reach_the_handler() {
+        let handler = |_: Request| async { panic!("the handler must not run") };
+        let mut context = Context::default();
+        context.request_id = "lambda-req".into();
+        for payload in [
+            serde_json::json!({"method": "GET"}),
+            serde_json::json!("GET /status"),
+            serde_json::json!({"method": "GET", "resource": "/status", "stage": "prod",
+                               "request_id": "r", "extra": 1}),
+        ] {
+            let result = invoke(&handler, LambdaEvent::new(payload.clone(), context.clone())).await;
+            let (status, body) = parse_error_message(&result.unwrap_err().error_message).unwrap();
+            assert_eq!(status, 400, "{payload}");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("malformed request envelope"),
+                "{message}"
+            );
+            assert_eq!(body["request_id"], "lambda-req");
         }
     }
 
