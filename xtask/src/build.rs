@@ -11,6 +11,7 @@ use serde_json::Value;
 use xshell::{Shell, cmd};
 
 use crate::artifact::{self, Artifact, Manifest, RUST_TARGET};
+use crate::cargo;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -183,11 +184,6 @@ impl Workspace {
     fn binary(&self, bin: &str) -> PathBuf {
         self.target_dir.join(RUST_TARGET).join("release").join(bin)
     }
-}
-
-/// The cargo that runs us (so `cargo +toolchain xtask` is honoured).
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
 fn check_target_installed(sh: &Shell) -> Result<()> {

@@ -42,6 +42,11 @@ fn main() -> Result<()> {
     }
 }
 
+/// The cargo that runs us (so `cargo +toolchain xtask` is honoured).
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
 /// The workspace root (the parent of `xtask/`).
 pub fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

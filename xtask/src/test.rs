@@ -2,8 +2,6 @@
 //! fresh machine: installs the AWS emulator (moto) where it is missing, runs
 //! the lints, then every test of the workspace.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
 
@@ -21,9 +19,8 @@ pub struct Args {
 const MOTO: &str = "moto[server]";
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let path = ensure_moto(sh)?;
-    let _path = sh.push_env("PATH", path);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    ensure_moto(sh)?;
+    let cargo = crate::cargo();
     if !args.no_lint {
         eprintln!("==> cargo fmt --check");
         cmd!(sh, "{cargo} fmt --all -- --check")
@@ -45,42 +42,25 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure `moto_server` runs, installing it with pip if it does not;
-/// returns the PATH under which it is found.
-fn ensure_moto(sh: &Shell) -> Result<String> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    if moto_runs(sh) {
-        return Ok(path);
+/// Makes sure python3 can import moto, installing it with pip if not.
+fn ensure_moto(sh: &Shell) -> Result<()> {
+    if moto_installed(sh) {
+        return Ok(());
     }
     eprintln!("==> installing the AWS emulator: python3 -m pip install '{MOTO}'");
     cmd!(sh, "python3 -m pip install --quiet {MOTO}")
         .run()
         .context("installing moto failed: Python 3 with pip is required (e.g. `apt-get install python3-pip`)")?;
-    // pip puts scripts in the interpreter's scripts directory, which need not
-    // be on PATH (user installs, pyenv before a rehash).
-    let scripts = cmd!(
-        sh,
-        "python3 -c 'import sysconfig; print(sysconfig.get_path(\"scripts\"))'"
-    )
-    .quiet()
-    .read()?;
-    let path = std::env::join_paths(
-        std::iter::once(PathBuf::from(scripts)).chain(std::env::split_paths(&path)),
-    )?
-    .to_string_lossy()
-    .into_owned();
-    let _path = sh.push_env("PATH", &path);
     anyhow::ensure!(
-        moto_runs(sh),
-        "moto was installed but `moto_server` does not run: check `python3 -m pip show moto`"
+        moto_installed(sh),
+        "moto was installed but python3 cannot import it: check `python3 -m pip show moto`"
     );
-    Ok(path)
+    Ok(())
 }
 
-fn moto_runs(sh: &Shell) -> bool {
-    cmd!(sh, "moto_server --help")
+fn moto_installed(sh: &Shell) -> bool {
+    cmd!(sh, "python3 -c 'import moto.server'")
         .quiet()
-        .ignore_stdout()
         .ignore_stderr()
         .run()
         .is_ok()

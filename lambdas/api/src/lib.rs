@@ -240,7 +240,7 @@ where
                 tracing::error!(status = 500, %detail, api_request_id = %request_id, "request failed")
             }
             other => {
-                tracing::info!(status = other.status(), message = %other, api_request_id = %request_id, "request refused")
+                tracing::info!(status = other.status(), error = %other, api_request_id = %request_id, "request refused")
             }
         }
         err.into_diagnostic(&request_id)

@@ -18,7 +18,7 @@ use users::samples;
 use users::store::{StoreError, User, UserStore};
 use users::{Tables, Users};
 
-/// A `moto_server` on loopback, shared by the tests of this binary.
+/// The moto emulator on loopback, shared by the tests of this binary.
 ///
 /// It runs under `sh`, which waits on a pipe from this process and kills the
 /// server when the pipe closes: when the test binary exits, however it exits.
@@ -27,20 +27,31 @@ struct Moto {
     _guard: Child,
 }
 
+/// Serves moto one request at a time. `moto_server` serves requests on
+/// threads, and moto's DynamoDB checks a condition and then writes without a
+/// lock, so two concurrent conditional writes can both succeed, which
+/// DynamoDB never allows. One request at a time, every conditional write is
+/// atomic, as in DynamoDB; clients still race between their read and write.
+const SERVE_MOTO: &str = "
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)
+";
+
 fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
-        match Command::new("moto_server")
-            .arg("--help")
-            .stdout(Stdio::null())
+        let installed = Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stderr(Stdio::null())
             .status()
-        {
-            Ok(status) if status.success() => {}
-            Ok(_) | Err(_) => panic!(
-                "moto_server (the AWS emulator these tests talk to) is not installed: \
-                 run the README's test command, or `pip install 'moto[server]'`"
-            ),
-        }
+            .is_ok_and(|status| status.success());
+        assert!(
+            installed,
+            "moto (the AWS emulator these tests talk to) is not installed for python3: \
+             run the README's test command, or `python3 -m pip install 'moto[server]'`"
+        );
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -49,13 +60,14 @@ fn moto() -> &'static Moto {
         let guard = Command::new("sh")
             .args([
                 "-c",
-                "moto_server -H 127.0.0.1 -p \"$1\" >/dev/null 2>&1 & read _; kill $!",
+                "python3 -c \"$1\" 127.0.0.1 \"$2\" >/dev/null 2>&1 & read _; kill $!; wait",
                 "sh",
+                SERVE_MOTO,
             ])
             .arg(port.to_string())
             .stdin(Stdio::piped())
             .spawn()
-            .expect("sh starts moto_server");
+            .expect("sh starts moto");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match TcpStream::connect(("127.0.0.1", port)) {
@@ -65,7 +77,7 @@ fn moto() -> &'static Moto {
                 {
                     std::thread::sleep(Duration::from_millis(100))
                 }
-                Err(err) => panic!("moto_server did not listen on 127.0.0.1:{port}: {err}"),
+                Err(err) => panic!("moto did not listen on 127.0.0.1:{port}: {err}"),
             }
         }
         Moto {
