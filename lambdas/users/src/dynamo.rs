@@ -134,11 +134,7 @@ impl UserStore for DynamoStore {
     }
 
     async fn create(&self, table: &str, id: &str, name: &str) -> Result<User, StoreError> {
-        let user = User {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            lock_version: 1,
-        };
+        let user = User::new(id, name);
         self.client
             .put_item()
             .table_name(table)

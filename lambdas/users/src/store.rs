@@ -61,52 +61,58 @@ pub trait UserStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+impl User {
+    /// A user as a create stores it: at `lock_version` 1.
+    pub fn new(id: &str, name: &str) -> Self {
+        User {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            lock_version: 1,
+        }
+    }
+}
+
+type Key = (String, String);
+
 /// The contract of [`UserStore`] over a map, for fast unit tests.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    items: Mutex<HashMap<(String, String), User>>,
+    items: Mutex<HashMap<Key, User>>,
 }
 
-impl MemoryStore {
-    /// Checks the lock of an existing item, then applies `write` to it.
-    fn conditional<T>(
-        &self,
-        table: &str,
-        id: &str,
-        expected: u64,
-        write: impl FnOnce(&mut HashMap<(String, String), User>, &mut User) -> T,
-    ) -> Result<T, StoreError> {
-        let mut items = self.items.lock().unwrap();
-        let key = (table.to_owned(), id.to_owned());
-        match items.get(&key).cloned() {
-            Some(mut user) if user.lock_version == expected => Ok(write(&mut items, &mut user)),
-            other => Err(StoreError::Conflict {
-                current: other.map(|user| user.lock_version),
-            }),
-        }
+fn key(table: &str, id: &str) -> Key {
+    (table.to_owned(), id.to_owned())
+}
+
+/// The stored user, if it is at `expected`; the conflict otherwise.
+fn locked<'a>(
+    items: &'a mut HashMap<Key, User>,
+    table: &str,
+    id: &str,
+    expected: u64,
+) -> Result<&'a mut User, StoreError> {
+    match items.get_mut(&key(table, id)) {
+        Some(user) if user.lock_version == expected => Ok(user),
+        other => Err(StoreError::Conflict {
+            current: other.map(|user| user.lock_version),
+        }),
     }
 }
 
 impl UserStore for MemoryStore {
     async fn get(&self, table: &str, id: &str) -> Result<Option<User>, StoreError> {
-        let items = self.items.lock().unwrap();
-        Ok(items.get(&(table.to_owned(), id.to_owned())).cloned())
+        Ok(self.items.lock().unwrap().get(&key(table, id)).cloned())
     }
 
     async fn create(&self, table: &str, id: &str, name: &str) -> Result<User, StoreError> {
         let mut items = self.items.lock().unwrap();
-        let key = (table.to_owned(), id.to_owned());
-        if let Some(existing) = items.get(&key) {
+        if let Some(existing) = items.get(&key(table, id)) {
             return Err(StoreError::Conflict {
                 current: Some(existing.lock_version),
             });
         }
-        let user = User {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            lock_version: 1,
-        };
-        items.insert(key, user.clone());
+        let user = User::new(id, name);
+        items.insert(key(table, id), user.clone());
         Ok(user)
     }
 
@@ -117,17 +123,17 @@ impl UserStore for MemoryStore {
         name: &str,
         expected: u64,
     ) -> Result<User, StoreError> {
-        self.conditional(table, id, expected, |items, user| {
-            user.name = name.to_owned();
-            user.lock_version += 1;
-            items.insert((table.to_owned(), id.to_owned()), user.clone());
-            user.clone()
-        })
+        let mut items = self.items.lock().unwrap();
+        let user = locked(&mut items, table, id, expected)?;
+        user.name = name.to_owned();
+        user.lock_version += 1;
+        Ok(user.clone())
     }
 
     async fn delete(&self, table: &str, id: &str, expected: u64) -> Result<(), StoreError> {
-        self.conditional(table, id, expected, |items, _| {
-            items.remove(&(table.to_owned(), id.to_owned()));
-        })
+        let mut items = self.items.lock().unwrap();
+        locked(&mut items, table, id, expected)?;
+        items.remove(&key(table, id));
+        Ok(())
     }
 }
