@@ -11,10 +11,14 @@
 //! handler, turns errors into that message and logs internal faults with the
 //! request id. Handlers stay plain async functions over typed input.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
+
+use futures_util::FutureExt;
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
@@ -28,8 +32,9 @@ pub mod testing;
 /// (`/user/{id}`), `path` the values of those placeholders. `body` is the raw
 /// request body (empty when there is none); handlers parse it themselves so a
 /// malformed body is their 400, not a runtime error.
+/// Fields the template may add later are ignored, so a function version
+/// pinned before the addition keeps working.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
     pub method: String,
     pub resource: String,
@@ -216,6 +221,11 @@ pub struct Request {
 /// The runtime adapter shared by every function: envelope in, JSON body or
 /// `"<status>: <json>"` error out. Exposed (rather than buried in [`serve`])
 /// so tests drive a handler exactly as the runtime does.
+///
+/// Whatever goes wrong leaves as `"<status>: <json>"`, so API Gateway's
+/// selection patterns always match: an envelope that does not parse (the
+/// request template is ours, so that is our fault) and a panicking handler
+/// are 500s, their detail in the log only.
 pub async fn invoke<F, Fut>(handler: &F, event: LambdaEvent<Value>) -> Result<Value, Diagnostic>
 where
     F: Fn(Request) -> Fut,
@@ -227,10 +237,14 @@ where
     let (result, request_id) = match serde_json::from_value::<Envelope>(payload) {
         Ok(envelope) => {
             let request_id = envelope.request_id.clone();
-            (handler(Request { envelope, context }).await, request_id)
+            let handled = AssertUnwindSafe(handler(Request { envelope, context }))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(ApiError::internal(panic_message(&*panic))));
+            (handled, request_id)
         }
         Err(err) => {
-            let err = ApiError::bad_request(format!("malformed request envelope: {err}"));
+            let err = ApiError::internal(format!("malformed request envelope: {err}"));
             (Err(err), context.request_id)
         }
     };
@@ -245,6 +259,15 @@ where
         }
         err.into_diagnostic(&request_id)
     })
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    format!("handler panicked: {message}")
 }
 
 /// Runs `handler` under the Lambda Runtime API until the process is stopped.
@@ -329,26 +352,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn malformed_envelopes_are_400_and_never_reach_the_handler() {
+    async fn malformed_envelopes_are_internal_errors_that_never_reach_the_handler() {
         let handler = |_: Request| async { panic!("the handler must not run") };
         let mut context = Context::default();
         context.request_id = "lambda-req".into();
         for payload in [
             serde_json::json!({"method": "GET"}),
             serde_json::json!("GET /status"),
-            serde_json::json!({"method": "GET", "resource": "/status", "stage": "prod",
-                               "request_id": "r", "extra": 1}),
+            serde_json::json!({"method": "GET", "resource": "/status", "stage": "prod", "request_id": 7}),
         ] {
             let result = invoke(&handler, LambdaEvent::new(payload.clone(), context.clone())).await;
             let (status, body) = parse_error_message(&result.unwrap_err().error_message).unwrap();
-            assert_eq!(status, 400, "{payload}");
-            let message = body["message"].as_str().unwrap();
-            assert!(
-                message.starts_with("malformed request envelope"),
-                "{message}"
-            );
+            assert_eq!(status, 500, "{payload}");
+            assert_eq!(body["message"], "internal error");
             assert_eq!(body["request_id"], "lambda-req");
         }
+    }
+
+    #[tokio::test]
+    async fn fields_the_template_may_add_later_are_ignored() {
+        let handler =
+            |request: Request| async move { Ok(serde_json::json!(request.envelope.route())) };
+        let payload = serde_json::json!({"method": "GET", "resource": "/status", "stage": "prod",
+                                         "request_id": "r", "source_ip": "192.0.2.1"});
+        let result = invoke(&handler, LambdaEvent::new(payload, Context::default())).await;
+        assert_eq!(result.unwrap(), "GET /status");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_with_the_request_id() {
+        let handler = |_: Request| async { panic!("index out of bounds: secret detail") };
+        let payload = serde_json::json!({"method": "GET", "resource": "/status", "stage": "prod",
+                                         "request_id": "api-req"});
+        let result = invoke(&handler, LambdaEvent::new(payload, Context::default())).await;
+        let message = result.unwrap_err().error_message;
+        let (status, body) = parse_error_message(&message).unwrap();
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (500, Some("internal error"))
+        );
+        assert_eq!(body["request_id"], "api-req");
+        assert!(!message.contains("secret"), "{message}");
     }
 
     #[test]

@@ -19,7 +19,6 @@ use crate::parse_error_message;
 #[serde(deny_unknown_fields)]
 pub struct Expected {
     pub status: u16,
-    #[serde(default)]
     pub body: Value,
 }
 
@@ -37,12 +36,32 @@ pub fn events_root() -> PathBuf {
 }
 
 /// Every sample of `function`, sorted by file name. Panics (failing the test)
-/// on a sample without its `.expected.json` or with invalid JSON.
+/// on a sample without its `.expected.json`, an expectation without its
+/// sample, another kind of file, or invalid JSON.
 pub fn samples(function: &str) -> Vec<Sample> {
     let dir = events_root().join(function);
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
         .map(|entry| entry.unwrap().path())
+        .collect();
+    for path in &files {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(
+            name.ends_with(".json"),
+            "{}: only .json files belong here",
+            path.display()
+        );
+        if let Some(stem) = name.strip_suffix(".expected.json") {
+            let sample = path.with_file_name(format!("{stem}.json"));
+            assert!(
+                sample.exists(),
+                "{} expects a missing sample",
+                path.display()
+            );
+        }
+    }
+    let mut paths: Vec<PathBuf> = files
+        .into_iter()
         .filter(|path| is_event_file(path))
         .collect();
     paths.sort();
@@ -103,11 +122,11 @@ impl Sample {
 }
 
 /// `Ok` when every field of `expected` is in `actual` with the same value
-/// (objects compared field by field, recursively; anything else exactly);
+/// (objects compared field by field, recursively; anything else, `null`
+/// included, exactly);
 /// otherwise the path of the first field that differs.
 pub fn contains(expected: &Value, actual: &Value) -> Result<(), String> {
     match (expected, actual) {
-        (Value::Null, _) => Ok(()),
         (Value::Object(want), Value::Object(have)) => {
             for (key, value) in want {
                 let got = have.get(key).ok_or_else(|| key.clone())?;
@@ -142,5 +161,13 @@ mod tests {
             Err("a.b".into())
         );
         assert!(contains(&json!("x"), &json!({"x": 1})).is_err());
+        assert_eq!(
+            contains(&json!({"alias": null}), &json!({"alias": null})),
+            Ok(())
+        );
+        assert_eq!(
+            contains(&json!({"alias": null}), &json!({"alias": "prod"})),
+            Err("alias".into())
+        );
     }
 }
