@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::{
-    delete_item::DeleteItemError, get_item::GetItemError, put_item::PutItemError,
-    update_item::UpdateItemError,
+    delete_item::DeleteItemError, put_item::PutItemError, update_item::UpdateItemError,
 };
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
@@ -97,14 +96,8 @@ macro_rules! condition_failure {
 
 condition_failure!(PutItemError, UpdateItemError, DeleteItemError);
 
-impl ConditionFailure for GetItemError {
-    fn condition_failed(&self) -> Option<Option<&Item>> {
-        None
-    }
-}
-
-/// Maps an SDK error: a failed condition becomes a conflict carrying the
-/// stored version (if the item exists), anything else a backend error.
+/// Maps a write's SDK error: a failed condition becomes a conflict carrying
+/// the stored version (if the item exists), anything else a backend error.
 fn failed<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ConditionFailure + std::error::Error + 'static,
@@ -116,6 +109,10 @@ where
             Err(err) => err,
         };
     }
+    backend(err)
+}
+
+fn backend(err: impl std::error::Error) -> StoreError {
     StoreError::Backend(aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string())
 }
 
@@ -129,7 +126,7 @@ impl UserStore for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(failed)?;
+            .map_err(backend)?;
         output.item().map(user_from).transpose()
     }
 

@@ -54,12 +54,18 @@ struct PostBody {
 const NAME_MAX_CHARS: usize = 256;
 
 fn valid_id(id: &str) -> Result<String, ApiError> {
-    let ok = (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
-    if ok {
+    const RULE: &str = "expected 8 to 64 letters or digits ([0-9A-Za-z])";
+    if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(id.to_owned())
+    } else if id.chars().count() > 64 {
+        // Not echoed back: it may be long.
+        Err(ApiError::bad_request(format!(
+            "invalid user id ({} characters): {RULE}",
+            id.chars().count()
+        )))
     } else {
         Err(ApiError::bad_request(format!(
-            "invalid user id `{id}`: expected 8 to 64 letters or digits ([0-9A-Za-z])"
+            "invalid user id `{id}`: {RULE}"
         )))
     }
 }
@@ -75,13 +81,20 @@ fn valid_name(name: String) -> Result<String, ApiError> {
     }
 }
 
+/// The largest `lock_version` a client may send: JSON numbers above 2^53 - 1
+/// lose precision in many clients, and the store adds one to it.
+const MAX_LOCK_VERSION: u64 = (1 << 53) - 1;
+
 fn valid_lock_version(version: u64) -> Result<u64, ApiError> {
-    if version == 0 {
-        return Err(ApiError::bad_request(
+    match version {
+        0 => Err(ApiError::bad_request(
             "invalid lock_version 0: versions start at 1",
-        ));
+        )),
+        1..=MAX_LOCK_VERSION => Ok(version),
+        _ => Err(ApiError::bad_request(format!(
+            "invalid lock_version {version}: the largest is {MAX_LOCK_VERSION}"
+        ))),
     }
-    Ok(version)
 }
 
 fn post_body(body: &str) -> Result<PostBody, ApiError> {
@@ -96,6 +109,11 @@ fn post_body(body: &str) -> Result<PostBody, ApiError> {
         return Err(ApiError::bad_request(format!(
             "body is not an object: {SHAPE}"
         )));
+    }
+    if value.get("lock_version").is_some_and(Value::is_null) {
+        return Err(ApiError::bad_request(
+            "invalid body: lock_version is null: send the version you read, or leave it out to create",
+        ));
     }
     serde_json::from_value(value)
         .map_err(|err| ApiError::bad_request(format!("invalid body: {err}")))
@@ -127,11 +145,15 @@ pub fn parse(envelope: &Envelope) -> Result<Command, ApiError> {
                 None => Err(ApiError::bad_request(
                     "missing query parameter `lock_version`: send the version you read",
                 )),
-                Some(raw) => raw.parse().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "invalid lock_version `{raw}`: expected a positive integer"
-                    ))
-                }),
+                // Digits only: `u64::from_str` would also take `+3`.
+                Some(raw) => Some(raw)
+                    .filter(|raw| raw.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|raw| raw.parse().ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "invalid lock_version `{raw}`: expected a positive integer"
+                        ))
+                    }),
             }?;
             Ok(Command::Delete {
                 id,
@@ -155,9 +177,13 @@ impl Tables {
 
     /// Reads `USERS_TABLE_STAGING` and `USERS_TABLE_PROD`.
     pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the two variables through `lookup`; both must be set and non-empty.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let var = |name: &str| {
-            std::env::var(name)
-                .ok()
+            lookup(name)
                 .filter(|value| !value.is_empty())
                 .ok_or_else(|| format!("{name} is not set: it names the users table of that stage"))
         };
@@ -187,7 +213,7 @@ impl<S: UserStore> Users<S> {
         let envelope = &request.envelope;
         let table = self.tables.for_stage(envelope.stage()?);
         let command = parse(envelope)?;
-        tracing::info!(?command, table, "users request");
+        tracing::debug!(?command, table, "users request");
         self.execute(table, command).await
     }
 

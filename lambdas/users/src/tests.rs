@@ -104,6 +104,26 @@ fn post_bodies() {
         r#"{"name":"Ada","lock_version":0}"#,
         Err("versions start at 1"),
     );
+    check_post(
+        r#"{"name":"Ada","lock_version":null}"#,
+        Err("lock_version is null"),
+    );
+    check_post(
+        r#"{"name":"Ada","lock_version":9007199254740991}"#,
+        Ok(Command::Update {
+            id: "abcdefgh".into(),
+            name: "Ada".into(),
+            expected: (1 << 53) - 1,
+        }),
+    );
+    check_post(
+        r#"{"name":"Ada","lock_version":9007199254740992}"#,
+        Err("the largest is 9007199254740991"),
+    );
+    check_post(
+        r#"{"name":"Ada","lock_version":18446744073709551615}"#,
+        Err("the largest is"),
+    );
 }
 
 #[test]
@@ -124,6 +144,14 @@ fn ids() {
         assert_eq!(err.status(), 400, "{bad}");
         assert!(err.to_string().contains("invalid user id"), "{bad}: {err}");
     }
+    let long = "x".repeat(10_000);
+    let err = parse(&envelope("GET", &long, "", &[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("invalid user id (10000 characters)") && err.len() < 200,
+        "{err}"
+    );
 }
 
 #[test]
@@ -141,6 +169,17 @@ fn delete_needs_the_version_in_the_query() {
         (&[("lock_version", "x")][..], "invalid lock_version `x`"),
         (&[("lock_version", "-2")][..], "invalid lock_version `-2`"),
         (&[("lock_version", "0")][..], "versions start at 1"),
+        (&[("lock_version", "+3")][..], "invalid lock_version `+3`"),
+        (&[("lock_version", "")][..], "invalid lock_version ``"),
+        (&[("lock_version", "3.0")][..], "invalid lock_version `3.0`"),
+        (
+            &[("lock_version", "9007199254740992")][..],
+            "the largest is",
+        ),
+        (
+            &[("lock_version", "99999999999999999999")][..],
+            "invalid lock_version",
+        ),
     ] {
         let err = delete(query).unwrap_err();
         assert!(err.to_string().contains(fragment), "{query:?}: {err}");
@@ -157,10 +196,33 @@ fn unknown_routes_are_404() {
 }
 
 #[test]
-fn each_stage_has_its_own_table() {
-    let tables = samples::tables("t");
-    assert_eq!(tables.for_stage(Stage::Staging), "t-staging");
-    assert_eq!(tables.for_stage(Stage::Prod), "t-prod");
+fn each_stage_has_its_own_table_from_configuration() {
+    let env = |vars: &'static [(&str, &str)]| {
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    const BOTH: &[(&str, &str)] = &[
+        ("USERS_TABLE_STAGING", "users-s"),
+        ("USERS_TABLE_PROD", "users-p"),
+    ];
+    let tables = Tables::from_lookup(env(BOTH)).unwrap();
+    assert_eq!(tables.for_stage(Stage::Staging), "users-s");
+    assert_eq!(tables.for_stage(Stage::Prod), "users-p");
+
+    let missing = Tables::from_lookup(env(&[("USERS_TABLE_STAGING", "users-s")])).unwrap_err();
+    assert!(
+        missing.starts_with("USERS_TABLE_PROD is not set"),
+        "{missing}"
+    );
+    const EMPTY: &[(&str, &str)] = &[("USERS_TABLE_STAGING", ""), ("USERS_TABLE_PROD", "p")];
+    let empty = Tables::from_lookup(env(EMPTY)).unwrap_err();
+    assert!(
+        empty.starts_with("USERS_TABLE_STAGING is not set"),
+        "{empty}"
+    );
 }
 
 /// A refused request leaves the store exactly as it was.
@@ -175,20 +237,38 @@ async fn refused_writes_change_nothing() {
         .unwrap();
     let id = samples::FIXTURE_ID;
     let refused = [
-        envelope("POST", id, r#"{"name":"Eve"}"#, &[]),
-        envelope("POST", id, r#"{"name":"Eve","lock_version":2}"#, &[]),
-        envelope("POST", id, r#"{"name":"","lock_version":3}"#, &[]),
-        envelope("POST", id, r#"{"name":"Eve","lock_version":3,"x":1}"#, &[]),
-        envelope("DELETE", id, "", &[("lock_version", "2")]),
-        envelope("DELETE", id, "", &[]),
+        (409, envelope("POST", id, r#"{"name":"Eve"}"#, &[])),
+        (
+            409,
+            envelope("POST", id, r#"{"name":"Eve","lock_version":2}"#, &[]),
+        ),
+        (
+            409,
+            envelope("POST", id, r#"{"name":"Eve","lock_version":4}"#, &[]),
+        ),
+        (
+            400,
+            envelope("POST", id, r#"{"name":"","lock_version":3}"#, &[]),
+        ),
+        (
+            400,
+            envelope("POST", id, r#"{"name":"Eve","lock_version":3,"x":1}"#, &[]),
+        ),
+        (
+            400,
+            envelope("POST", id, r#"{"name":"Eve","lock_version":null}"#, &[]),
+        ),
+        (409, envelope("DELETE", id, "", &[("lock_version", "2")])),
+        (400, envelope("DELETE", id, "", &[])),
+        (400, envelope("DELETE", id, "", &[("lock_version", "+3")])),
     ];
-    for envelope in refused {
+    for (status, envelope) in refused {
         let request = Request {
             envelope: envelope.clone(),
             context: Default::default(),
         };
         let err = users.handle(request).await.unwrap_err();
-        assert!(matches!(err.status(), 400 | 409), "{envelope:?}: {err}");
+        assert_eq!(err.status(), status, "{envelope:?}: {err}");
         let after = users.store.get("users-staging", id).await.unwrap();
         assert_eq!(after, before, "{envelope:?} changed the user");
     }
