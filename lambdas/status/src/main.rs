@@ -27,14 +27,13 @@ impl Instance {
     }
 }
 
-/// The qualifier of an invoked function ARN: the alias (or version) the
-/// caller named, `None` for an unqualified call.
-fn qualifier(invoked_function_arn: &str) -> Option<&str> {
+/// The alias named in an invoked function ARN; `None` for an unqualified
+/// call or one naming a version (`:7`, `:$LATEST`).
+fn alias(invoked_function_arn: &str) -> Option<&str> {
     // arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
-    invoked_function_arn
-        .splitn(8, ':')
-        .nth(7)
-        .filter(|q| !q.is_empty())
+    let qualifier = invoked_function_arn.splitn(8, ':').nth(7)?;
+    let is_version = qualifier == "$LATEST" || qualifier.bytes().all(|b| b.is_ascii_digit());
+    (!is_version).then_some(qualifier)
 }
 
 fn rfc3339(time: SystemTime) -> String {
@@ -51,7 +50,7 @@ async fn handle(instance: &Instance, request: Request) -> Result<Value, ApiError
             "started_at": rfc3339(instance.started_at),
             "function": instance.function_name,
             "function_version": instance.function_version,
-            "alias": qualifier(&request.context.invoked_function_arn),
+            "alias": alias(&request.context.invoked_function_arn),
             "stage": stage,
             "build": env!("CARGO_PKG_VERSION"),
         })),
@@ -112,11 +111,13 @@ mod tests {
     }
 
     #[test]
-    fn qualifier_is_the_eighth_arn_field() {
+    fn the_alias_is_a_non_version_qualifier() {
         let arn = "arn:aws:lambda:eu-west-1:123456789012:function:f";
-        assert_eq!(qualifier(arn), None);
-        assert_eq!(qualifier(&format!("{arn}:staging")), Some("staging"));
-        assert_eq!(qualifier(&format!("{arn}:12")), Some("12"));
-        assert_eq!(qualifier(""), None);
+        assert_eq!(alias(arn), None);
+        assert_eq!(alias(&format!("{arn}:staging")), Some("staging"));
+        assert_eq!(alias(&format!("{arn}:prod")), Some("prod"));
+        assert_eq!(alias(&format!("{arn}:12")), None);
+        assert_eq!(alias(&format!("{arn}:$LATEST")), None);
+        assert_eq!(alias(""), None);
     }
 }
