@@ -1,7 +1,6 @@
 //! The DynamoDB store against a real DynamoDB API over HTTP: the moto
 //! emulator, started on a free loopback port for this test binary.
 
-use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -19,12 +18,9 @@ use users::store::{StoreError, User, UserStore};
 use users::{Tables, Users};
 
 /// The moto emulator on loopback, shared by the tests of this binary.
-///
-/// It runs under `sh`, which waits on a pipe from this process and kills the
-/// server when the pipe closes: when the test binary exits, however it exits.
 struct Moto {
     endpoint: String,
-    _guard: Child,
+    _server: Child,
 }
 
 /// Serves moto one request at a time. `moto_server` serves requests on
@@ -32,57 +28,60 @@ struct Moto {
 /// lock, so two concurrent conditional writes can both succeed, which
 /// DynamoDB never allows. One request at a time, every conditional write is
 /// atomic, as in DynamoDB; clients still race between their read and write.
+///
+/// The server exits when its stdin closes: when the test binary exits,
+/// however it exits.
 const SERVE_MOTO: &str = "
-import sys
+import logging, os, sys, threading
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+logging.getLogger('werkzeug').setLevel(logging.WARNING)
 run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)
 ";
+
+/// The Python that has moto: `$MOTO_PYTHON` (a virtualenv's, say), else `python3`.
+fn python() -> String {
+    std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
 
 fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
-        let installed = Command::new("python3")
-            .args(["-c", "import moto.server"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        assert!(
-            installed,
-            "moto (the AWS emulator these tests talk to) is not installed for python3: \
-             run the README's test command, or `python3 -m pip install 'moto[server]'`"
-        );
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let guard = Command::new("sh")
-            .args([
-                "-c",
-                "python3 -c \"$1\" 127.0.0.1 \"$2\" >/dev/null 2>&1 & read _; kill $!; wait",
-                "sh",
-                SERVE_MOTO,
-            ])
-            .arg(port.to_string())
+        let log_path = std::env::temp_dir().join(format!("moto-{port}.log"));
+        let mut server = Command::new(python())
+            .args(["-c", SERVE_MOTO, "127.0.0.1", &port.to_string()])
             .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
-            .expect("sh starts moto");
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", python()));
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(_) => break,
-                Err(err)
-                    if err.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-                Err(err) => panic!("moto did not listen on 127.0.0.1:{port}: {err}"),
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(status) = server.try_wait().unwrap() {
+                panic!(
+                    "moto exited ({status}) before listening. Is it installed for {}? \
+                     The README's test command installs it. Its output:\n{}",
+                    python(),
+                    log()
+                );
             }
+            assert!(
+                Instant::now() < deadline,
+                "moto did not listen on 127.0.0.1:{port} within 60 s:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
         Moto {
             endpoint: format!("http://127.0.0.1:{port}"),
-            _guard: guard,
+            _server: server,
         }
     })
 }
