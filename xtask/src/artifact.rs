@@ -23,6 +23,11 @@ pub const ARCHITECTURE: &str = "x86_64";
 /// `provided.al2023` ships glibc 2.34: a binary needing a newer symbol
 /// version fails to load there.
 pub const MAX_GLIBC: GlibcVersion = GlibcVersion(2, 34);
+/// The version of [`package`]'s output format. A zip is reused for an
+/// unchanged binary only if it was made by the same packaging, so bump this
+/// whenever `package` would write other bytes (the `packaging_is_stable`
+/// test fails until you do).
+pub const PACKAGING: u32 = 1;
 /// The one file of the zip, the entry point of an OS-only runtime.
 pub const ENTRY: &str = "bootstrap";
 const ENTRY_MODE: u32 = 0o755;
@@ -167,6 +172,8 @@ pub fn sha256(bytes: &[u8]) -> Sha256Digest {
 pub struct Manifest {
     pub runtime: String,
     pub architecture: String,
+    /// The [`PACKAGING`] that made the zips.
+    pub packaging: u32,
     pub functions: BTreeMap<String, Artifact>,
 }
 
@@ -175,6 +182,7 @@ impl Default for Manifest {
         Manifest {
             runtime: RUNTIME.to_owned(),
             architecture: ARCHITECTURE.to_owned(),
+            packaging: PACKAGING,
             functions: BTreeMap::new(),
         }
     }
@@ -183,7 +191,7 @@ impl Default for Manifest {
 /// One function's zip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {
-    /// The zip, relative to the workspace root: `target/lambda/<fn>-<sha256>.zip`.
+    /// The zip, relative to the manifest's directory: `<fn>-<sha256>.zip`.
     pub path: String,
     pub zip_size: u64,
     /// SHA-256 of the zip, hex.
@@ -242,35 +250,23 @@ mod tests {
         }
     }
 
-    /// A real binary that needs glibc 2.36 (`arc4random`), built with the C
-    /// compiler this machine has (Debian 12: glibc 2.36).
+    /// This binary, made to require glibc 9.x: every `GLIBC_2.` version name
+    /// in its string table renamed to `GLIBC_9.` (same length, so every offset
+    /// stays valid), as a binary built against a too-new glibc would be.
     #[test]
     fn refuses_a_binary_needing_a_newer_glibc() {
-        let dir = std::env::temp_dir().join(format!("xtask-glibc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let source = dir.join("new.c");
-        std::fs::write(
-            &source,
-            "#include <stdlib.h>\n#include <stdio.h>\nint main(void) { printf(\"%u\\n\", arc4random()); return 0; }\n",
-        )
-        .unwrap();
-        let out = dir.join("new");
-        let status = std::process::Command::new("cc")
-            .arg(&source)
-            .arg("-o")
-            .arg(&out)
-            .status()
-            .expect("this test needs a C compiler (`cc`), as the AWS SDK's build does");
+        let mut binary = this_binary();
+        let mut renamed = 0;
+        for at in 0..binary.len() - 8 {
+            if &binary[at..at + 8] == b"GLIBC_2." {
+                binary[at + 6] = b'9';
+                renamed += 1;
+            }
+        }
+        assert!(renamed > 0, "this test binary names no glibc version");
+        let err = check_elf(&binary).unwrap_err().to_string();
         assert!(
-            status.success(),
-            "cc could not build a program using arc4random (glibc >= 2.36 needed)"
-        );
-        let err = check_elf(&std::fs::read(&out).unwrap())
-            .unwrap_err()
-            .to_string();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(
-            err.contains("needs glibc 2.36") && err.contains("has glibc 2.34"),
+            err.contains("needs glibc 9.") && err.contains("has glibc 2.34"),
             "{err}"
         );
     }
@@ -326,6 +322,22 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("exactly `bootstrap`")
+        );
+    }
+
+    /// Guards [`PACKAGING`]: if this fails, `package` now writes other bytes
+    /// for the same binary (a code change, a zip or deflate upgrade). Bump
+    /// `PACKAGING`, then update the hash here.
+    #[test]
+    fn packaging_is_stable() {
+        let zip = package(&b"\x7fELF a pretend binary\n".repeat(100)).unwrap();
+        assert_eq!(
+            (PACKAGING, sha256(&zip).hex.as_str()),
+            (
+                1,
+                "b5ef7860152cce6bf4a8faf3b523aef240bbd52c0f5e7d46da318baca1870352"
+            ),
+            "package() output changed: bump PACKAGING and update this test"
         );
     }
 

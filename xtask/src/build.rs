@@ -17,6 +17,9 @@ use crate::cargo;
 pub struct Args {
     /// Functions to build (crate names under `lambdas/`); every function when omitted.
     pub functions: Vec<String>,
+    /// Where to write the zips and `manifest.json`.
+    #[arg(long, value_name = "DIR", default_value = OUT_DIR)]
+    pub out_dir: PathBuf,
 }
 
 /// A Lambda function crate: a package under `lambdas/` with a binary.
@@ -26,7 +29,8 @@ pub struct Function {
     pub bin: String,
 }
 
-/// Where the manifest and the zips live, relative to the workspace root.
+/// Where the manifest and the zips live by default, relative to the
+/// workspace root; Terraform reads them there.
 pub const OUT_DIR: &str = "target/lambda";
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
@@ -42,7 +46,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     );
     compile(sh, &selected)?;
 
-    let out_dir = sh.current_dir().join(OUT_DIR);
+    let out_dir = sh.current_dir().join(&args.out_dir);
     sh.create_dir(&out_dir)?;
     let manifest_path = out_dir.join("manifest.json");
     let previous = read_manifest(&manifest_path)?;
@@ -50,15 +54,15 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     // The manifest changes only once every binary passed the checks: a
     // refusal leaves it as it was (zips are content-addressed, so one written
     // for a function that passed is harmless).
-    let root = sh.current_dir();
     let mut manifest = previous.clone();
     let mut rows = Vec::new();
     for function in &selected {
         let binary_path = workspace.binary(&function.bin);
         eprintln!("==> checking and packaging {}", function.name);
         let old = previous.functions.get(&function.name);
-        let artifact =
-            package_binary(&root, &function.name, &binary_path, old).with_context(|| {
+        let reusable = old.filter(|_| previous.packaging == artifact::PACKAGING);
+        let artifact = package_binary(&out_dir, &function.name, &binary_path, reusable)
+            .with_context(|| {
                 format!(
                     "refusing to ship `{}` ({})",
                     function.name,
@@ -88,7 +92,8 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         table(&["function", "zip", "sha256", "since last build"], &rows)
     );
     println!(
-        "manifest: {OUT_DIR}/manifest.json ({:.1} s)",
+        "manifest: {} ({:.1} s)",
+        args.out_dir.join("manifest.json").display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -266,14 +271,14 @@ fn cargo_home() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
 }
 
-/// Checks one binary and packages it into `target/lambda/`. When the binary
-/// is the one `previous` was made from and that zip is intact, the zip is
-/// reused rather than compressed again (the bytes would be the same).
+/// Checks one binary and packages it into `out_dir`. When the binary is the
+/// one `reusable` was made from (by this packaging) and that zip is intact,
+/// the zip is reused rather than compressed again: the bytes would be the same.
 fn package_binary(
-    root: &Path,
+    out_dir: &Path,
     name: &str,
     binary_path: &Path,
-    previous: Option<&Artifact>,
+    reusable: Option<&Artifact>,
 ) -> Result<Artifact> {
     use std::os::unix::fs::PermissionsExt;
     let metadata =
@@ -283,8 +288,8 @@ fn package_binary(
     let max_glibc = artifact::check_elf(&binary)?;
     let binary_sha256 = artifact::sha256(&binary).hex;
 
-    if let Some(previous) = previous.filter(|p| p.binary_sha256 == binary_sha256) {
-        let intact = std::fs::read(root.join(&previous.path))
+    if let Some(previous) = reusable.filter(|p| p.binary_sha256 == binary_sha256) {
+        let intact = std::fs::read(out_dir.join(&previous.path))
             .is_ok_and(|zip| artifact::sha256(&zip).hex == previous.sha256);
         if intact {
             return Ok(previous.clone());
@@ -298,7 +303,7 @@ fn package_binary(
     );
     let digest = artifact::sha256(&zip);
     let artifact = Artifact {
-        path: format!("{OUT_DIR}/{name}-{}.zip", digest.hex),
+        path: format!("{name}-{}.zip", digest.hex),
         zip_size: zip.len() as u64,
         sha256: digest.hex,
         code_sha256: digest.base64,
@@ -306,7 +311,7 @@ fn package_binary(
         binary_sha256,
         max_glibc: max_glibc.map_or_else(|| "none".to_owned(), |v| v.to_string()),
     };
-    let path = root.join(&artifact.path);
+    let path = out_dir.join(&artifact.path);
     if !path.exists() {
         write_atomically(&path, &zip)?;
     }

@@ -10,13 +10,16 @@ pub struct Args {
     /// Skip `cargo fmt --check` and `cargo clippy`.
     #[arg(long)]
     pub no_lint: bool,
-    /// Arguments for `cargo test` after `--` (a test name filter, `--nocapture`, ...).
+    /// Arguments for the test binaries after `--` (a test name filter, `--nocapture`, ...).
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
 }
 
-/// The emulator the tests talk to, as pip names it.
-const MOTO: &str = "moto[server]";
+/// The emulator the tests talk to, as pip names it, at the version they were
+/// written against (they use its `werkzeug_app` module to serve it serially).
+const MOTO: &str = "moto[server]==5.2.5";
+/// What the tests import to serve it.
+const MOTO_IMPORT: &str = "import werkzeug.serving; from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app";
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     ensure_moto(sh)?;
@@ -42,26 +45,31 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure python3 can import moto, installing it with pip if not.
+/// Makes sure the tests' Python (`$MOTO_PYTHON`, else `python3`) can serve
+/// moto, installing it with pip if not.
 fn ensure_moto(sh: &Shell) -> Result<()> {
-    if moto_installed(sh) {
+    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let installed = || {
+        cmd!(sh, "{python} -c {MOTO_IMPORT}")
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    };
+    if installed() {
         return Ok(());
     }
-    eprintln!("==> installing the AWS emulator: python3 -m pip install '{MOTO}'");
-    cmd!(sh, "python3 -m pip install --quiet {MOTO}")
+    eprintln!("==> installing the AWS emulator: {python} -m pip install '{MOTO}'");
+    cmd!(sh, "{python} -m pip install --quiet {MOTO}")
         .run()
-        .context("installing moto failed: Python 3 with pip is required (e.g. `apt-get install python3-pip`)")?;
+        .context(
+            "installing moto failed. Python 3 with pip is required; where pip refuses to install \
+         into the system Python (\"externally-managed-environment\"), use a virtualenv: \
+         `python3 -m venv target/venv && export MOTO_PYTHON=$PWD/target/venv/bin/python`",
+        )?;
     anyhow::ensure!(
-        moto_installed(sh),
-        "moto was installed but python3 cannot import it: check `python3 -m pip show moto`"
+        installed(),
+        "moto was installed but {python} cannot import it: check `{python} -m pip show moto`"
     );
     Ok(())
-}
-
-fn moto_installed(sh: &Shell) -> bool {
-    cmd!(sh, "python3 -c 'import moto.server'")
-        .quiet()
-        .ignore_stderr()
-        .run()
-        .is_ok()
 }

@@ -29,11 +29,13 @@ fn xtask(args: &[&str]) -> Output {
     output
 }
 
-fn build() -> (Value, String, String) {
-    let output = xtask(&["build"]);
+/// A build into `out_dir` (not the developer's `target/lambda`): the
+/// manifest, stdout and stderr.
+fn build(out_dir: &Path) -> (Value, String, String) {
+    let output = xtask(&["build", "--out-dir", out_dir.to_str().unwrap()]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(output.status.success(), "build failed: {stdout}");
-    let manifest = std::fs::read_to_string(root().join("target/lambda/manifest.json")).unwrap();
+    let manifest = std::fs::read_to_string(out_dir.join("manifest.json")).unwrap();
     (
         serde_json::from_str(&manifest).unwrap(),
         stdout,
@@ -41,18 +43,26 @@ fn build() -> (Value, String, String) {
     )
 }
 
+/// A fresh, empty directory under cargo's temporary directory for tests.
+fn empty_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Every entry describes its zip truthfully, and the zip is what Lambda runs.
-fn check_manifest(manifest: &Value) {
+fn check_manifest(out_dir: &Path, manifest: &Value) {
     assert_eq!(manifest["runtime"], "provided.al2023");
     assert_eq!(manifest["architecture"], "x86_64");
     for function in FUNCTIONS {
         let entry = &manifest["functions"][function];
         let path = entry["path"].as_str().unwrap();
-        let zip = std::fs::read(root().join(path)).unwrap();
+        let zip = std::fs::read(out_dir.join(path)).unwrap();
         let digest = Sha256::digest(&zip);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(entry["sha256"], hex.as_str(), "{function}");
-        assert_eq!(path, format!("target/lambda/{function}-{hex}.zip"));
+        assert_eq!(path, format!("{function}-{hex}.zip"));
         assert_eq!(
             entry["code_sha256"],
             base64::engine::general_purpose::STANDARD
@@ -72,47 +82,60 @@ fn check_manifest(manifest: &Value) {
     }
 }
 
-/// Forces cargo to compile the function crates again: a rebuild from the
-/// same source, not a no-op that copies the previous output.
+/// Forces cargo to compile every crate under `lambdas/` again (the shared
+/// crate and the users library too): a rebuild from the same source, not a
+/// no-op that copies the previous output.
 fn touch_sources() {
-    for function in FUNCTIONS {
-        let main = root().join("lambdas").join(function).join("src/main.rs");
-        std::fs::File::options()
-            .write(true)
-            .open(main)
-            .unwrap()
-            .set_modified(SystemTime::now())
-            .unwrap();
+    fn touch_rs(dir: &Path) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                touch_rs(&path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let file = std::fs::File::options().write(true).open(&path).unwrap();
+                file.set_modified(SystemTime::now()).unwrap();
+            }
+        }
     }
+    touch_rs(&root().join("lambdas"));
 }
 
 #[test]
 fn rebuilding_the_same_source_gives_the_same_artifacts() {
-    let (first, stdout, _) = build();
-    check_manifest(&first);
+    let (first_dir, second_dir) = (empty_dir("first-build"), empty_dir("second-build"));
+    let (first, stdout, _) = build(&first_dir);
+    check_manifest(&first_dir, &first);
     assert!(stdout.starts_with("function  zip"), "{stdout}");
-
-    // Recompile from the same source, and package again: without the zips
-    // there is nothing to reuse.
-    touch_sources();
     for function in FUNCTIONS {
-        std::fs::remove_file(root().join(first["functions"][function]["path"].as_str().unwrap()))
+        let row = stdout
+            .lines()
+            .find(|line| line.starts_with(function))
             .unwrap();
+        assert!(row.ends_with("new"), "{row}");
     }
-    let (second, stdout, stderr) = build();
-    check_manifest(&second);
-    for function in FUNCTIONS {
+
+    // Compile again and package into an empty directory: nothing to reuse.
+    touch_sources();
+    let (second, _, stderr) = build(&second_dir);
+    check_manifest(&second_dir, &second);
+    for function in ["api", "status", "users"] {
         assert!(
             stderr.contains(&format!("Compiling {function} ")),
             "{function} was not recompiled:\n{stderr}"
         );
+    }
+    assert_eq!(first, second, "same source, different artifacts");
+
+    // Once more into the first directory: every function is unchanged.
+    let (third, stdout, _) = build(&first_dir);
+    assert_eq!(third, first);
+    for function in FUNCTIONS {
         let row = stdout
             .lines()
             .find(|line| line.starts_with(function))
             .unwrap();
         assert!(row.ends_with("unchanged"), "{row}");
     }
-    assert_eq!(first, second, "same source, different artifacts");
 }
 
 #[test]
