@@ -19,6 +19,7 @@ use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 
 use futures_util::FutureExt;
+use tracing::level_filters::LevelFilter;
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
@@ -286,19 +287,36 @@ where
 /// Structured JSON logs on stdout, one object per line, carrying the fields of
 /// the runtime's per-invocation span (`requestId`). The level comes from
 /// `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (`error` .. `trace`), `info` by default.
+///
+/// lambda_runtime logs every error a handler returns at ERROR, a 400 as much
+/// as a 500. [`invoke`] already logs each failure once at its real level
+/// (4xx info, 5xx error with the detail) and catches handler panics itself,
+/// so that runtime layer's lines are only duplicates and are dropped.
 pub fn init_logging() {
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|level| level.parse().ok())
-        .unwrap_or(tracing::level_filters::LevelFilter::INFO);
-    tracing_subscriber::fmt()
+        .unwrap_or(LevelFilter::INFO);
+    log_subscriber(level, std::io::stdout).init();
+}
+
+fn log_subscriber<W>(level: LevelFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("lambda_runtime::layers::panic", LevelFilter::OFF);
+    let json = tracing_subscriber::fmt::layer()
         .json()
-        .with_max_level(level)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .init();
+        .with_writer(writer);
+    tracing_subscriber::registry().with(json).with(filter)
 }
 
 #[cfg(test)]
@@ -393,6 +411,44 @@ mod tests {
         );
         assert_eq!(body["request_id"], "api-req");
         assert!(!message.contains("secret"), "{message}");
+    }
+
+    /// One JSON object per line, with the runtime span's request id; the
+    /// runtime's duplicate report of a returned error is dropped.
+    #[test]
+    fn logs_are_json_lines_with_the_request_id() {
+        use std::sync::{Arc, Mutex};
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let buffer = buffer.clone();
+            move || Sink(buffer.clone())
+        };
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        tracing::subscriber::with_default(log_subscriber(LevelFilter::INFO, writer), || {
+            let span = tracing::info_span!("Lambda runtime invoke", requestId = "lambda-1");
+            let _entered = span.enter();
+            tracing::info!(status = 400, "request refused");
+            tracing::error!(target: "lambda_runtime::layers::panic", "Diagnostic {{ .. }}");
+            tracing::debug!("below the level");
+        });
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert_eq!(lines[0]["span"]["requestId"], "lambda-1");
+        assert_eq!(lines[0]["fields"]["status"], 400);
+        assert_eq!(lines[0]["level"], "INFO");
     }
 
     #[test]
