@@ -81,7 +81,7 @@ pub fn samples(function: &str) -> Vec<Sample> {
 }
 
 /// A sample event file: `*.json` but not `*.expected.json`.
-pub fn is_event_file(path: &Path) -> bool {
+fn is_event_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     name.ends_with(".json") && !name.ends_with(".expected.json")
 }
