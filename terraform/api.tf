@@ -1,0 +1,234 @@
+# The REST API. Every route is one entry of `local.routes`; resources,
+# methods, integrations and responses are generated from it, so adding a
+# route is one line and touches no other route's resources.
+locals {
+  # "METHOD /resource/path" = function that serves it.
+  routes = {
+    "GET /status"       = "status"
+    "GET /health"       = "status"
+    "GET /user/{id}"    = "users"
+    "POST /user/{id}"   = "users"
+    "DELETE /user/{id}" = "users"
+  }
+
+  # The statuses functions answer with as "<status>: <json>" errors
+  # (lambdas/api: ApiError). The integration response selects the status by
+  # that prefix and passes the JSON after it through unchanged.
+  error_statuses = ["400", "403", "404", "409", "500"]
+
+  # Any other error (a timeout, a crash, a runtime error) is a 502 with a
+  # fixed body: without this catch-all it would fall to the default (200).
+  # Mutually exclusive with the prefixed patterns, so the order never matters.
+  unmatched_error_pattern = "(?!(?:${join("|", local.error_statuses)}): )[\\s\\S]+"
+  unmatched_error_body    = "{\"message\": \"the function failed without an API error: see its logs\", \"request_id\": \"$context.requestId\"}"
+
+  responses = merge(
+    { "200" = { pattern = null, template = null } },
+    { for status in local.error_statuses : status => {
+      pattern  = "${status}: .*"
+      template = "$input.path('$.errorMessage').substring(5)"
+    } },
+    { "502" = { pattern = local.unmatched_error_pattern, template = local.unmatched_error_body } },
+  )
+
+  # The one request template every integration uses; the functions parse it
+  # as `api::Envelope`.
+  request_template = file("${path.module}/templates/request.vtl")
+
+  route = {
+    for key, function in local.routes : key => {
+      method   = split(" ", key)[0]
+      path     = split(" ", key)[1]
+      function = function
+    }
+  }
+
+  # Every resource path the routes need ("/user" and "/user/{id}" for
+  # "/user/{id}"), by depth: a resource's parent is one level up.
+  paths = toset(flatten([
+    for route in local.route : [
+      for depth in range(1, length(split("/", route.path))) :
+      join("/", slice(split("/", route.path), 0, depth + 1))
+    ]
+  ]))
+  paths_at = {
+    for depth in [1, 2, 3] : depth => {
+      for path in local.paths : path => {
+        parent = join("/", slice(split("/", path), 0, depth))
+        part   = element(split("/", path), depth)
+      } if length(split("/", path)) == depth + 1
+    }
+  }
+  resource_ids = merge(
+    { "" = aws_api_gateway_rest_api.this.root_resource_id },
+    { for path, resource in aws_api_gateway_resource.depth1 : path => resource.id },
+    { for path, resource in aws_api_gateway_resource.depth2 : path => resource.id },
+    { for path, resource in aws_api_gateway_resource.depth3 : path => resource.id },
+  )
+
+  # One entry per route and response status: "GET /user/{id} 404".
+  route_responses = merge([
+    for key, route in local.route : {
+      for status, response in local.responses : "${key} ${status}" => merge(response, {
+        route  = key
+        status = status
+      })
+    }
+  ]...)
+
+  # What a deployment snapshots. Staging redeploys when this changes; it is
+  # the API revision a verify receipt records and `publish` pins for prod.
+  api_revision = sha256(jsonencode({
+    routes           = { for key, function in local.routes : key => "${var.name}-${function}" }
+    responses        = local.responses
+    request_template = local.request_template
+  }))
+}
+
+resource "aws_api_gateway_rest_api" "this" {
+  name        = var.name
+  description = "Rust Lambda functions behind staging and prod stages."
+
+  endpoint_configuration {
+    types = ["REGIONAL"]
+  }
+
+  lifecycle {
+    precondition {
+      condition     = alltrue([for path in local.paths : length(split("/", path)) <= 4])
+      error_message = "A route is deeper than three path segments: add a depth4 resource level to api.tf."
+    }
+  }
+}
+
+resource "aws_api_gateway_resource" "depth1" {
+  for_each = local.paths_at[1]
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_rest_api.this.root_resource_id
+  path_part   = each.value.part
+}
+
+resource "aws_api_gateway_resource" "depth2" {
+  for_each = local.paths_at[2]
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.depth1[each.value.parent].id
+  path_part   = each.value.part
+}
+
+resource "aws_api_gateway_resource" "depth3" {
+  for_each = local.paths_at[3]
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  parent_id   = aws_api_gateway_resource.depth2[each.value.parent].id
+  path_part   = each.value.part
+}
+
+resource "aws_api_gateway_method" "this" {
+  for_each = local.route
+
+  rest_api_id   = aws_api_gateway_rest_api.this.id
+  resource_id   = local.resource_ids[each.value.path]
+  http_method   = each.value.method
+  authorization = "NONE"
+}
+
+resource "aws_api_gateway_integration" "this" {
+  for_each = local.route
+
+  rest_api_id             = aws_api_gateway_rest_api.this.id
+  resource_id             = aws_api_gateway_method.this[each.key].resource_id
+  http_method             = aws_api_gateway_method.this[each.key].http_method
+  type                    = "AWS"
+  integration_http_method = "POST"
+  # The stage variable `stage` picks the function's alias of the same name.
+  uri                  = "${trimsuffix(aws_lambda_function.this[each.value.function].invoke_arn, "/invocations")}:$${stageVariables.stage}/invocations"
+  request_templates    = { "application/json" = local.request_template }
+  passthrough_behavior = "NEVER"
+}
+
+resource "aws_api_gateway_method_response" "this" {
+  for_each = local.route_responses
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  resource_id = aws_api_gateway_method.this[each.value.route].resource_id
+  http_method = aws_api_gateway_method.this[each.value.route].http_method
+  status_code = each.value.status
+}
+
+resource "aws_api_gateway_integration_response" "this" {
+  for_each = local.route_responses
+
+  rest_api_id        = aws_api_gateway_rest_api.this.id
+  resource_id        = aws_api_gateway_integration.this[each.value.route].resource_id
+  http_method        = aws_api_gateway_integration.this[each.value.route].http_method
+  status_code        = aws_api_gateway_method_response.this[each.key].status_code
+  selection_pattern  = each.value.pattern
+  response_templates = each.value.template == null ? null : { "application/json" = each.value.template }
+}
+
+# A deployment is a snapshot of the API. Staging's follows the configuration;
+# prod's is taken only when the pinned revision changes (`cargo xtask publish`
+# pins the revision staging was verified at).
+resource "aws_api_gateway_deployment" "staging" {
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  description = "staging at API revision ${local.api_revision}"
+
+  triggers = {
+    revision = local.api_revision
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+
+  depends_on = [aws_api_gateway_integration.this, aws_api_gateway_integration_response.this]
+}
+
+resource "aws_api_gateway_deployment" "prod" {
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  description = "prod release ${var.prod_release.release} at API revision ${var.prod_release.api_revision}"
+
+  triggers = {
+    revision = var.prod_release.api_revision
+  }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+
+  depends_on = [aws_api_gateway_integration.this, aws_api_gateway_integration_response.this]
+}
+
+locals {
+  deployments = {
+    staging = aws_api_gateway_deployment.staging.id
+    prod    = aws_api_gateway_deployment.prod.id
+  }
+}
+
+resource "aws_api_gateway_stage" "this" {
+  for_each = local.deployments
+
+  rest_api_id   = aws_api_gateway_rest_api.this.id
+  stage_name    = each.key
+  deployment_id = each.value
+
+  variables = {
+    stage = each.key
+  }
+}
+
+resource "aws_api_gateway_method_settings" "this" {
+  for_each = aws_api_gateway_stage.this
+
+  rest_api_id = aws_api_gateway_rest_api.this.id
+  stage_name  = each.value.stage_name
+  method_path = "*/*"
+
+  settings {
+    throttling_rate_limit  = var.throttling_rate_limit
+    throttling_burst_limit = var.throttling_burst_limit
+  }
+}

@@ -1,0 +1,88 @@
+# The functions come from `cargo xtask build`'s manifest: Terraform never
+# zips anything, and a function's code changes exactly when its zip's
+# SHA-256 does (the zips are reproducible, so a rebuild of the same source
+# plans nothing).
+locals {
+  manifest = jsondecode(file("${var.artifacts_dir}/manifest.json"))
+
+  functions = {
+    for name, artifact in local.manifest.functions : name => {
+      filename         = "${var.artifacts_dir}/${artifact.path}"
+      source_code_hash = artifact.code_sha256
+    }
+  }
+
+  # The stage-to-table configuration every function receives.
+  environment = {
+    USERS_TABLE_STAGING = aws_dynamodb_table.users["staging"].name
+    USERS_TABLE_PROD    = aws_dynamodb_table.users["prod"].name
+  }
+}
+
+resource "aws_cloudwatch_log_group" "this" {
+  for_each = local.functions
+
+  name              = "/aws/lambda/${var.name}-${each.key}"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_lambda_function" "this" {
+  for_each = local.functions
+
+  function_name    = "${var.name}-${each.key}"
+  role             = aws_iam_role.this.arn
+  runtime          = local.manifest.runtime
+  architectures    = [local.manifest.architecture]
+  handler          = "bootstrap"
+  filename         = each.value.filename
+  source_code_hash = each.value.source_code_hash
+  memory_size      = var.memory_size
+  timeout          = var.timeout
+
+  environment {
+    variables = local.environment
+  }
+
+  # The log group exists (with its retention) before the function first logs.
+  depends_on = [aws_cloudwatch_log_group.this, aws_iam_role_policy.this]
+}
+
+# `staging` follows every new upload; `prod` serves a published version.
+resource "aws_lambda_alias" "staging" {
+  for_each = aws_lambda_function.this
+
+  name             = "staging"
+  function_name    = each.value.function_name
+  function_version = "$LATEST"
+}
+
+resource "aws_lambda_alias" "prod" {
+  for_each = var.prod_release.functions
+
+  name             = "prod"
+  function_name    = aws_lambda_function.this[each.key].function_name
+  function_version = each.value
+}
+
+# Each alias may be invoked by its own stage of this API, and nothing else.
+resource "aws_lambda_permission" "staging" {
+  for_each = aws_lambda_alias.staging
+
+  statement_id  = "apigateway-staging"
+  action        = "lambda:InvokeFunction"
+  function_name = each.value.function_name
+  qualifier     = each.value.name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_api_gateway_rest_api.this.execution_arn}/staging/*/*"
+}
+
+resource "aws_lambda_permission" "prod" {
+  for_each = aws_lambda_alias.prod
+
+  statement_id  = "apigateway-prod"
+  action        = "lambda:InvokeFunction"
+  function_name = each.value.function_name
+  qualifier     = each.value.name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_api_gateway_rest_api.this.execution_arn}/prod/*/*"
+}

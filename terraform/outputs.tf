@@ -1,0 +1,24 @@
+output "api_id" {
+  description = "ID of the REST API."
+  value       = aws_api_gateway_rest_api.this.id
+}
+
+output "invoke_urls" {
+  description = "Base URL of each stage."
+  value       = { for stage, this in aws_api_gateway_stage.this : stage => this.invoke_url }
+}
+
+output "api_revision" {
+  description = "Hash of the API configuration staging is deployed from (what `publish` pins for prod)."
+  value       = local.api_revision
+}
+
+output "function_names" {
+  description = "Lambda function name of each function of the manifest."
+  value       = { for name, function in aws_lambda_function.this : name => function.function_name }
+}
+
+output "table_names" {
+  description = "Users table of each stage."
+  value       = { for stage, table in aws_dynamodb_table.users : stage => table.name }
+}

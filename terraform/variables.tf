@@ -1,0 +1,84 @@
+variable "name" {
+  description = "Prefix of every resource name (functions, tables, role, API)."
+  type        = string
+  default     = "rust-lambda-api"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name))
+    error_message = "name: 2-31 characters of a-z, 0-9 and '-', starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "AWS region to deploy to."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "artifacts_dir" {
+  description = "Directory of `cargo xtask build`'s manifest.json; the zips' paths in it are relative to it. Relative paths are relative to Terraform's working directory."
+  type        = string
+  default     = "../target/lambda"
+}
+
+variable "memory_size" {
+  description = "Memory of every function, in MB."
+  type        = number
+  default     = 128
+
+  validation {
+    condition     = var.memory_size >= 128 && var.memory_size <= 10240
+    error_message = "memory_size: Lambda allows 128 to 10240 MB."
+  }
+}
+
+variable "timeout" {
+  description = "Timeout of every function, in seconds. Kept below API Gateway's 29 s integration timeout so a slow function fails as itself, not as a gateway timeout."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.timeout >= 1 && var.timeout < 29
+    error_message = "timeout: 1 to 28 seconds (API Gateway gives up at 29 s)."
+  }
+}
+
+variable "log_retention_days" {
+  description = "How long CloudWatch keeps the functions' logs, in days."
+  type        = number
+  default     = 14
+}
+
+variable "throttling_rate_limit" {
+  description = "Steady-state requests per second each stage accepts (per method)."
+  type        = number
+  default     = 50
+}
+
+variable "throttling_burst_limit" {
+  description = "Burst of requests each stage accepts (per method)."
+  type        = number
+  default     = 100
+}
+
+variable "prod_release" {
+  description = <<-EOT
+    What the prod stage serves: the published version each function's `prod`
+    alias points at, and the API revision the prod stage was deployed from.
+    Written by `cargo xtask publish` and `cargo xtask rollback` into
+    prod.auto.tfvars.json; commit that file, its history is the release log.
+    A function missing from `functions` has no prod alias (prod does not serve
+    it); `release` 0 means nothing has been published yet.
+  EOT
+  type = object({
+    release      = number
+    note         = string
+    functions    = map(string)
+    api_revision = string
+  })
+
+  validation {
+    condition     = alltrue([for version in values(var.prod_release.functions) : can(regex("^[1-9][0-9]*$", version))])
+    error_message = "prod_release.functions: each value is a published version number (\"1\", \"2\", ...), never $LATEST."
+  }
+}
