@@ -6,6 +6,8 @@
 
 mod artifact;
 mod build;
+mod emulator;
+mod terraform;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -20,6 +22,15 @@ use xshell::Shell;
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
 struct Xtask {
+    /// Where the local stack keeps its emulator record and Terraform state.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "XTASK_LOCAL_DIR",
+        default_value = "target/local"
+    )]
+    local_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,17 +39,32 @@ struct Xtask {
 enum Command {
     /// Build the Lambda functions into content-hashed zips and write the manifest.
     Build(build::Args),
-    /// Run every check and test (lints, unit, emulator and build tests), installing the emulator if missing.
+    /// Run every check and test (lints, unit, emulator, Terraform and build tests), installing the emulator if missing.
     Test(test::Args),
+    /// Start, stop or query the local AWS emulator (moto on 127.0.0.1:4566).
+    Emulator(emulator::Args),
+    /// Apply terraform/ to the local stack (starting the emulator if need be), or to AWS with `--aws`.
+    Apply(terraform::ApplyArgs),
+    /// Run any terraform command on the local stack (or on AWS with `--aws`): `cargo xtask tf -- plan`.
+    Tf(terraform::TfArgs),
 }
+
+/// The local stack's own directory (see `--local-dir`).
+#[derive(Debug, Clone)]
+pub struct LocalDir(PathBuf);
 
 fn main() -> Result<()> {
     let flags = Xtask::parse();
+    // Relative to where the user stands, before moving to the root.
+    let local = LocalDir(std::path::absolute(&flags.local_dir)?);
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match flags.command {
         Command::Build(args) => build::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
+        Command::Emulator(args) => emulator::run(&sh, &local, args),
+        Command::Apply(args) => terraform::apply(&sh, &local, args),
+        Command::Tf(args) => terraform::tf(&sh, &local, args),
     }
 }
 

@@ -15,14 +15,8 @@ pub struct Args {
     pub cargo_test_args: Vec<String>,
 }
 
-/// The emulator the tests talk to, as pip names it, at the version they were
-/// written against (they use its `werkzeug_app` module to serve it serially).
-const MOTO: &str = "moto[server]==5.2.5";
-/// What the tests import to serve it.
-const MOTO_IMPORT: &str = "import werkzeug.serving; from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app";
-
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    ensure_moto(sh)?;
+    crate::emulator::ensure_moto(sh)?;
     let cargo = crate::cargo();
     if !args.no_lint {
         eprintln!("==> cargo fmt --check");
@@ -42,34 +36,5 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     cmd!(sh, "{cargo} test --workspace --locked -- {extra...}")
         .run()
         .context("tests failed (above)")?;
-    Ok(())
-}
-
-/// Makes sure the tests' Python (`$MOTO_PYTHON`, else `python3`) can serve
-/// moto, installing it with pip if not.
-fn ensure_moto(sh: &Shell) -> Result<()> {
-    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let installed = || {
-        cmd!(sh, "{python} -c {MOTO_IMPORT}")
-            .quiet()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-    };
-    if installed() {
-        return Ok(());
-    }
-    eprintln!("==> installing the AWS emulator: {python} -m pip install '{MOTO}'");
-    cmd!(sh, "{python} -m pip install --quiet {MOTO}")
-        .run()
-        .context(
-            "installing moto failed. Python 3 with pip is required; where pip refuses to install \
-         into the system Python (\"externally-managed-environment\"), use a virtualenv: \
-         `python3 -m venv target/venv && export MOTO_PYTHON=$PWD/target/venv/bin/python`",
-        )?;
-    anyhow::ensure!(
-        installed(),
-        "moto was installed but {python} cannot import it: check `{python} -m pip show moto`"
-    );
     Ok(())
 }

@@ -23,22 +23,10 @@ struct Moto {
     _server: Child,
 }
 
-/// Serves moto one request at a time. `moto_server` serves requests on
-/// threads, and moto's DynamoDB checks a condition and then writes without a
-/// lock, so two concurrent conditional writes can both succeed, which
-/// DynamoDB never allows. One request at a time, every conditional write is
-/// atomic, as in DynamoDB; clients still race between their read and write.
-///
-/// The server exits when its stdin closes: when the test binary exits,
+/// Serves moto one request at a time, as the local stack does (the script
+/// says why), exiting when its stdin closes: when the test binary exits,
 /// however it exits.
-const SERVE_MOTO: &str = "
-import logging, os, sys, threading
-from werkzeug.serving import run_simple
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
-logging.getLogger('werkzeug').setLevel(logging.WARNING)
-run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)
-";
+const SERVE_MOTO: &str = include_str!("../../../xtask/src/serve_moto.py");
 
 /// The Python that has moto: `$MOTO_PYTHON` (a virtualenv's, say), else `python3`.
 fn python() -> String {
@@ -55,7 +43,13 @@ fn moto() -> &'static Moto {
             .port();
         let log_path = std::env::temp_dir().join(format!("moto-{port}.log"));
         let mut server = Command::new(python())
-            .args(["-c", SERVE_MOTO, "127.0.0.1", &port.to_string()])
+            .args([
+                "-c",
+                SERVE_MOTO,
+                "127.0.0.1",
+                &port.to_string(),
+                "--exit-with-stdin",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path).unwrap())

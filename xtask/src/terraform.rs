@@ -1,0 +1,314 @@
+//! `cargo xtask apply` and `cargo xtask tf`: the one Terraform configuration
+//! in `terraform/`, on the local stack (the default) or on AWS (`--aws`).
+//!
+//! AWS is `terraform/` itself: plain `terraform -chdir=terraform apply` and
+//! `cargo xtask apply --aws` do the same thing with the user's credentials
+//! and backend. The local stack is a working directory of its own
+//! (`<local dir>/terraform`) holding links to every `terraform/*.tf`, plus
+//! what only the local stack has: `local_override.tf` (emulator endpoints,
+//! fake credentials, a local backend), its artifacts directory, its own prod
+//! pin and its own state. Nothing of it can reach AWS, and nothing done to
+//! AWS touches it.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use xshell::{Shell, cmd};
+
+use crate::LocalDir;
+use crate::emulator::Emulator;
+
+/// Which world a command acts on.
+#[derive(Debug, clap::Args)]
+pub struct TargetArgs {
+    /// Act on real AWS (terraform/ with your credentials, backend and prod pin) instead of the local stack.
+    #[arg(long)]
+    pub aws: bool,
+    /// Directory of the build manifest the functions come from [default: target/lambda].
+    #[arg(long, value_name = "DIR", env = "XTASK_ARTIFACTS_DIR")]
+    pub artifacts_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Show what would change (`terraform plan`) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// On AWS, apply without asking for confirmation (the local stack never asks).
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TfArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Terraform's own arguments, after `--` (e.g. `-- plan`, `-- output -json`, `-- state list`).
+    #[arg(last = true, required = true, value_name = "TERRAFORM_ARGS")]
+    args: Vec<OsString>,
+}
+
+/// `cargo xtask apply`: create or update everything the configuration declares.
+pub fn apply(sh: &Shell, local: &LocalDir, args: ApplyArgs) -> Result<()> {
+    let terraform = Terraform::new(sh, local, &args.target)?;
+    terraform.init(sh)?;
+    let tf = terraform.command(sh);
+    let auto_approve = (!terraform.aws || args.yes).then_some("-auto-approve");
+    if args.dry_run {
+        tf.args(["plan", "-input=false"]).run()?;
+    } else {
+        tf.args(["apply", "-input=false"])
+            .args(auto_approve)
+            .run()
+            .context("terraform apply failed (above)")?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask tf`: any Terraform command, in the target's working directory
+/// with its settings; exits with Terraform's exit code.
+pub fn tf(sh: &Shell, local: &LocalDir, args: TfArgs) -> Result<()> {
+    let terraform = Terraform::new(sh, local, &args.target)?;
+    if !terraform.dir.join(".terraform").is_dir() {
+        terraform.init(sh)?;
+    }
+    let mut command: std::process::Command = terraform.command(sh).args(&args.args).into();
+    eprintln!("$ {command:?}");
+    let status = command.status().context("cannot run terraform")?;
+    std::process::exit(status.code().unwrap_or(1))
+}
+
+/// Terraform, set up for one target.
+pub struct Terraform {
+    /// The working directory (`-chdir`).
+    pub dir: PathBuf,
+    pub aws: bool,
+    env: Vec<(&'static str, OsString)>,
+    plugin_dir: Option<PathBuf>,
+}
+
+impl Terraform {
+    /// Terraform for the target `args` names: on the local stack, the
+    /// emulator is started if need be and the working directory brought up
+    /// to date with `terraform/`.
+    pub fn new(sh: &Shell, local: &LocalDir, args: &TargetArgs) -> Result<Terraform> {
+        let source = sh.current_dir().join("terraform");
+        let artifacts = match &args.artifacts_dir {
+            Some(dir) => std::path::absolute(dir)?,
+            None => sh.current_dir().join("target/lambda"),
+        };
+        if !artifacts.join("manifest.json").is_file() {
+            bail!(
+                "no build manifest in {}: run `cargo xtask build` first",
+                artifacts.display()
+            );
+        }
+        cmd!(sh, "terraform version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .context(
+                "terraform is required: install Terraform 1.11 (https://developer.hashicorp.com/terraform/install)",
+            )?;
+        let mirror = provider_mirror()?;
+        if args.aws {
+            let mut env = Vec::new();
+            if args.artifacts_dir.is_some() {
+                env.push(("TF_VAR_artifacts_dir", artifacts.into_os_string()));
+            }
+            return Ok(Terraform {
+                dir: source,
+                aws: true,
+                env,
+                plugin_dir: mirror,
+            });
+        }
+        let emulator = Emulator::ensure(sh, local)?;
+        let dir = local.terraform_dir();
+        sync_working_dir(&source, &dir, &emulator.endpoint, &artifacts)?;
+        let mut env = Vec::new();
+        if let Some(mirror) = &mirror {
+            // Only the mirror: the local stack never needs the registry.
+            let config = dir.join("cli.tfrc");
+            let mirror = mirror.display().to_string();
+            fs::write(
+                &config,
+                format!(
+                    "provider_installation {{\n  filesystem_mirror {{\n    path = {}\n  }}\n}}\n",
+                    json!(mirror)
+                ),
+            )?;
+            env.push(("TF_CLI_CONFIG_FILE", config.into_os_string()));
+        }
+        Ok(Terraform {
+            dir,
+            aws: false,
+            env,
+            plugin_dir: None,
+        })
+    }
+
+    /// `terraform -chdir=DIR` with the target's environment.
+    pub fn command<'a>(&self, sh: &'a Shell) -> xshell::Cmd<'a> {
+        let dir = &self.dir;
+        let mut command = cmd!(sh, "terraform -chdir={dir}");
+        for (key, value) in &self.env {
+            command = command.env(key, value);
+        }
+        command
+    }
+
+    /// `terraform init`, from the provider mirror when there is one.
+    pub fn init(&self, sh: &Shell) -> Result<()> {
+        let plugin_dir = self
+            .plugin_dir
+            .as_ref()
+            .map(|dir| format!("-plugin-dir={}", dir.display()));
+        self.command(sh)
+            .args(["init", "-input=false"])
+            .args(plugin_dir)
+            .run()
+            .context(
+                "terraform init failed (above). Without access to the Terraform registry, \
+                 point TF_PROVIDER_MIRROR at a filesystem mirror holding hashicorp/aws 5.100.0",
+            )?;
+        Ok(())
+    }
+}
+
+/// Makes the local working directory `dir` the configuration of `source`
+/// pointed at the emulator: links every `.tf` file and the templates, writes
+/// the override and the artifacts directory. The local prod pin, the state
+/// and any other file of the user's stay as they are.
+fn sync_working_dir(source: &Path, dir: &Path, endpoint: &str, artifacts: &Path) -> Result<()> {
+    fs::create_dir_all(dir)?;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_symlink() {
+            fs::remove_file(&path)?;
+        }
+    }
+    for entry in fs::read_dir(source).with_context(|| format!("reading {}", source.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().expect("a directory entry has a name");
+        let hidden = name.to_string_lossy().starts_with('.');
+        if !hidden && (path.extension().is_some_and(|ext| ext == "tf") || path.is_dir()) {
+            std::os::unix::fs::symlink(&path, dir.join(name))?;
+        }
+    }
+    fs::write(dir.join("local_override.tf"), local_override(endpoint))?;
+    let vars = json!({ "artifacts_dir": artifacts });
+    fs::write(
+        dir.join("local.auto.tfvars.json"),
+        serde_json::to_string_pretty(&vars)? + "\n",
+    )?;
+    let pin = dir.join(PIN_FILE);
+    if !pin.exists() {
+        fs::write(&pin, UNPUBLISHED_PIN)?;
+    }
+    Ok(())
+}
+
+/// The prod pin's file name, in `terraform/` for AWS and in the local
+/// working directory for the local stack.
+pub const PIN_FILE: &str = "prod.auto.tfvars.json";
+
+/// The prod pin before the first publish.
+const UNPUBLISHED_PIN: &str = r#"{
+  "prod_release": {
+    "release": 0,
+    "note": "Nothing is published yet: prod has no function aliases, so /prod answers 500 until the first `cargo xtask publish`.",
+    "functions": {},
+    "api_revision": ""
+  }
+}
+"#;
+
+/// What the local stack changes in the configuration. Generated, never
+/// committed: the configuration in `terraform/` knows nothing of emulators.
+fn local_override(endpoint: &str) -> String {
+    let services = ["apigateway", "dynamodb", "iam", "lambda", "logs", "sts"];
+    let endpoints: String = services
+        .iter()
+        .map(|service| format!("    {service:<10} = \"{endpoint}\"\n"))
+        .collect();
+    format!(
+        r#"# Generated by `cargo xtask`: the local stack's differences from terraform/.
+# Edits are overwritten; files of your own in this directory are kept.
+
+# Local state only, whatever backend terraform/ declares.
+terraform {{
+  backend "local" {{
+    path = "terraform.tfstate"
+  }}
+}}
+
+# Every service the configuration uses, on the emulator, with fake credentials.
+provider "aws" {{
+  access_key                  = "local"
+  secret_key                  = "local"
+  skip_credentials_validation = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+
+  endpoints {{
+{endpoints}  }}
+}}
+"#
+    )
+}
+
+/// The directory of a Terraform provider filesystem mirror holding
+/// hashicorp/aws, for machines without access to the registry:
+/// `$TF_PROVIDER_MIRROR`, else one found under `/opt` (Terraform already
+/// searches its own implied mirror directories), else none.
+fn provider_mirror() -> Result<Option<PathBuf>> {
+    let holds_aws = |dir: &Path| dir.join("registry.terraform.io/hashicorp/aws").is_dir();
+    if let Some(dir) = std::env::var_os("TF_PROVIDER_MIRROR") {
+        let dir = PathBuf::from(dir);
+        if !holds_aws(&dir) {
+            bail!(
+                "TF_PROVIDER_MIRROR={} holds no registry.terraform.io/hashicorp/aws",
+                dir.display()
+            );
+        }
+        return Ok(Some(dir));
+    }
+    let Ok(entries) = fs::read_dir("/opt") else {
+        return Ok(None);
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .flat_map(|dir| [dir.join("plugins"), dir])
+        .filter(|dir| holds_aws(dir))
+        .collect();
+    found.sort();
+    Ok(found.into_iter().next())
+}
+
+impl LocalDir {
+    /// The local stack's Terraform working directory.
+    pub fn terraform_dir(&self) -> PathBuf {
+        self.0.join("terraform")
+    }
+
+    /// Forgets the local stack's infrastructure (its state and prod pin), for
+    /// a new, empty emulator.
+    pub fn reset(&self) -> Result<()> {
+        fs::create_dir_all(&self.0)?;
+        let dir = self.terraform_dir();
+        for name in ["terraform.tfstate", "terraform.tfstate.backup", PIN_FILE] {
+            match fs::remove_file(dir.join(name)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
