@@ -13,6 +13,7 @@ mod test;
 mod tidy;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,8 +54,18 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct LocalDir(PathBuf);
 
-fn main() -> Result<()> {
-    let flags = Xtask::parse();
+fn main() -> ExitCode {
+    match run(Xtask::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The chain of causes, without a backtrace: these are for users.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: Xtask) -> Result<()> {
     // Relative to where the user stands, before moving to the root.
     let local = LocalDir(std::path::absolute(&flags.local_dir)?);
     let sh = Shell::new()?;

@@ -83,6 +83,19 @@ pub fn tf(sh: &Shell, local: &LocalDir, args: TfArgs) -> Result<()> {
     std::process::exit(status.code().unwrap_or(1))
 }
 
+/// Fails with what to do when Terraform is not installed.
+pub fn require(sh: &Shell) -> Result<()> {
+    cmd!(sh, "terraform version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .context(
+            "terraform is required: install Terraform 1.11 \
+             (https://developer.hashicorp.com/terraform/install)",
+        )
+}
+
 /// Terraform, set up for one target.
 pub struct Terraform {
     /// The working directory (`-chdir`).
@@ -108,14 +121,7 @@ impl Terraform {
                 artifacts.display()
             );
         }
-        cmd!(sh, "terraform version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .context(
-                "terraform is required: install Terraform 1.11 (https://developer.hashicorp.com/terraform/install)",
-            )?;
+        require(sh)?;
         let mirror = provider_mirror()?;
         if args.aws {
             let mut env = Vec::new();

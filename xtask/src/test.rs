@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything CI checks, in one command that works on a
 //! fresh machine: installs the AWS emulator (moto) where it is missing, runs
-//! the lints, then every test of the workspace.
+//! the lints (Rust and Terraform), then every test of the workspace.
 
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
@@ -17,6 +17,7 @@ pub struct Args {
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     crate::emulator::ensure_moto(sh)?;
+    crate::terraform::require(sh)?;
     let cargo = crate::cargo();
     if !args.no_lint {
         eprintln!("==> cargo fmt --check");
@@ -30,6 +31,12 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         )
         .run()
         .context("clippy found problems (above)")?;
+        eprintln!("==> terraform fmt -check");
+        cmd!(sh, "terraform fmt -check -recursive terraform")
+            .run()
+            .context(
+                "Terraform files are not formatted: run `terraform fmt -recursive terraform`",
+            )?;
     }
     eprintln!("==> cargo test");
     let extra = &args.cargo_test_args;

@@ -1,0 +1,323 @@
+//! The Terraform configuration, applied by `cargo xtask` to a real emulator
+//! (moto over HTTP) with the real Terraform and the real build artifacts.
+//!
+//! One scenario on one emulator, because an apply from scratch is the slow
+//! part: apply, then ask Terraform what a rebuild, a code change and a new
+//! route would change (plans only, so each question starts from the same
+//! applied state). The stack lives in its own directories under
+//! `CARGO_TARGET_TMPDIR`, on a free port, and never touches `target/local`.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A local stack of the test's own: `cargo xtask` with its own local and
+/// artifacts directories. Stops its emulator when dropped.
+struct Stack {
+    local: PathBuf,
+    artifacts: PathBuf,
+}
+
+impl Stack {
+    fn new(name: &str) -> Stack {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        Stack {
+            local: root.join("local"),
+            artifacts: root.join("lambda"),
+        }
+    }
+
+    fn xtask(&self, args: &[&str]) -> Output {
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .env("XTASK_LOCAL_DIR", &self.local)
+            .env("XTASK_ARTIFACTS_DIR", &self.artifacts)
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ cargo xtask {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// `cargo xtask ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.xtask(args);
+        assert!(
+            output.status.success(),
+            "cargo xtask {} failed ({}):\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn terraform_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["tf", "--"];
+        all.extend(args);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// What `terraform plan` would do: each changed resource's address and actions.
+    fn plan(&self) -> BTreeSet<(String, String)> {
+        let plan = self.local.join("test.tfplan");
+        let plan = plan.to_str().unwrap();
+        self.ok(&["tf", "--", "plan", "-input=false", &format!("-out={plan}")]);
+        let plan = self.terraform_json(&["show", "-json", plan]);
+        plan["resource_changes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|change| {
+                let actions: Vec<&str> = change["change"]["actions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|action| action.as_str().unwrap())
+                    .collect();
+                (actions != ["no-op"] && actions != ["read"]).then(|| {
+                    (
+                        change["address"].as_str().unwrap().to_owned(),
+                        actions.join(","),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The applied resources, by address.
+    fn state(&self) -> Vec<Value> {
+        let state = self.terraform_json(&["show", "-json"]);
+        state["values"]["root_module"]["resources"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.xtask(&["emulator", "stop"]);
+    }
+}
+
+fn values<'a>(state: &'a [Value], address: &str) -> &'a Value {
+    &state
+        .iter()
+        .find(|resource| resource["address"] == address)
+        .unwrap_or_else(|| panic!("{address} is not in the state"))["values"]
+}
+
+fn edit_manifest(artifacts: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = artifacts.join("manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut manifest);
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+/// An override of `local.routes`: the table of `terraform/api.tf` plus one route.
+fn with_route(route: &str, function: &str) -> String {
+    let api = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../terraform/api.tf"))
+        .unwrap();
+    let start = api
+        .find("  routes = {\n")
+        .expect("api.tf has a routes table");
+    let end = start + api[start..].find("\n  }\n").expect("the routes table ends");
+    format!(
+        "locals {{\n{}\n    \"{route}\" = \"{function}\"\n  }}\n}}\n",
+        &api[start..end]
+    )
+}
+
+fn set(changes: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    changes
+        .iter()
+        .map(|(address, actions)| (address.to_string(), actions.to_string()))
+        .collect()
+}
+
+#[test]
+fn terraform_on_the_emulator() {
+    let stack = Stack::new("terraform");
+    let artifacts = stack.artifacts.to_str().unwrap().to_owned();
+    stack.ok(&["build", "--out-dir", &artifacts]);
+    stack.ok(&["emulator", "start", "--port", "0"]);
+    stack.ok(&["tf", "--", "validate"]);
+
+    // From scratch, then nothing left to do.
+    stack.ok(&["apply"]);
+    let empty = stack.xtask(&["tf", "--", "plan", "-input=false", "-detailed-exitcode"]);
+    assert_eq!(empty.status.code(), Some(0), "a second plan has changes");
+
+    // What was applied: the manifest's code, staging on $LATEST, no prod
+    // alias before the first publish, a table per stage, PITR on prod only.
+    let state = stack.state();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(stack.artifacts.join("manifest.json")).unwrap())
+            .unwrap();
+    for (name, artifact) in manifest["functions"].as_object().unwrap() {
+        let function = values(&state, &format!("aws_lambda_function.this[\"{name}\"]"));
+        assert_eq!(function["code_sha256"], artifact["code_sha256"], "{name}");
+        assert_eq!(function["runtime"], "provided.al2023");
+        assert_eq!(function["handler"], "bootstrap");
+        let staging = values(&state, &format!("aws_lambda_alias.staging[\"{name}\"]"));
+        assert_eq!(staging["function_version"], "$LATEST");
+    }
+    assert!(
+        !state
+            .iter()
+            .any(|resource| resource["type"] == "aws_lambda_alias" && resource["name"] == "prod"),
+        "a prod alias exists before anything was published"
+    );
+    for (stage, pitr) in [("staging", false), ("prod", true)] {
+        let table = values(&state, &format!("aws_dynamodb_table.users[\"{stage}\"]"));
+        assert_eq!(table["billing_mode"], "PAY_PER_REQUEST");
+        assert_eq!(
+            table["point_in_time_recovery"][0]["enabled"], pitr,
+            "{stage}"
+        );
+    }
+
+    // The policy: exactly the item actions the code uses on exactly the two
+    // tables, and writing to the functions' own log groups.
+    let policy = values(&state, "aws_iam_role_policy.this")["policy"]
+        .as_str()
+        .unwrap();
+    let policy: Value = serde_json::from_str(policy).unwrap();
+    let mut grants = BTreeSet::new();
+    for statement in policy["Statement"].as_array().unwrap() {
+        assert_eq!(statement["Effect"], "Allow");
+        let list = |field: &str| -> Vec<String> {
+            match &statement[field] {
+                Value::String(one) => vec![one.clone()],
+                many => many
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|item| item.as_str().unwrap().to_owned())
+                    .collect(),
+            }
+        };
+        for action in list("Action") {
+            assert!(!action.contains('*'), "wildcard action {action}");
+            for resource in list("Resource") {
+                grants.insert((action.clone(), resource));
+            }
+        }
+    }
+    let arn = |address: &str| values(&state, address)["arn"].as_str().unwrap().to_owned();
+    let mut expected = BTreeSet::new();
+    for stage in ["staging", "prod"] {
+        let table = arn(&format!("aws_dynamodb_table.users[\"{stage}\"]"));
+        for action in ["GetItem", "PutItem", "UpdateItem", "DeleteItem"] {
+            expected.insert((format!("dynamodb:{action}"), table.clone()));
+        }
+    }
+    for name in manifest["functions"].as_object().unwrap().keys() {
+        let group = arn(&format!("aws_cloudwatch_log_group.this[\"{name}\"]"));
+        for action in ["CreateLogStream", "PutLogEvents"] {
+            expected.insert((format!("logs:{action}"), format!("{group}:*")));
+        }
+    }
+    assert_eq!(grants, expected);
+
+    // A rebuild of the same source changes nothing.
+    stack.ok(&["build", "--out-dir", &artifacts]);
+    assert_eq!(stack.plan(), set(&[]), "a rebuild changed the plan");
+
+    // New code for one function (the users zip stands in for a rebuilt
+    // status): that function's code changes, and nothing else, prod least.
+    edit_manifest(&stack.artifacts, |manifest| {
+        manifest["functions"]["status"] = manifest["functions"]["users"].clone();
+    });
+    assert_eq!(
+        stack.plan(),
+        set(&[("aws_lambda_function.this[\"status\"]", "update")])
+    );
+    stack.ok(&["build", "--out-dir", &artifacts]);
+    assert_eq!(
+        stack.plan(),
+        set(&[]),
+        "the rebuild did not restore the manifest"
+    );
+
+    // A new route: its resource, method, integration and responses, and a
+    // staging redeployment. No other route's resources, nothing of prod.
+    let route = "GET /user/{id}/history";
+    let routes = stack.local.join("terraform/test_route_override.tf");
+    std::fs::write(&routes, with_route(route, "users")).unwrap();
+    let changes = stack.plan();
+    std::fs::remove_file(&routes).unwrap();
+    let mut expected = vec![
+        (
+            "aws_api_gateway_resource.depth3[\"/user/{id}/history\"]".to_owned(),
+            "create",
+        ),
+        (
+            format!("aws_api_gateway_method.this[\"{route}\"]"),
+            "create",
+        ),
+        (
+            format!("aws_api_gateway_integration.this[\"{route}\"]"),
+            "create",
+        ),
+        (
+            "aws_api_gateway_deployment.staging".to_owned(),
+            "create,delete",
+        ),
+        (
+            "aws_api_gateway_stage.this[\"staging\"]".to_owned(),
+            "update",
+        ),
+    ];
+    for status in ["200", "400", "403", "404", "409", "500", "502"] {
+        for kind in ["method_response", "integration_response"] {
+            expected.push((
+                format!("aws_api_gateway_{kind}.this[\"{route} {status}\"]"),
+                "create",
+            ));
+        }
+    }
+    let expected: Vec<(&str, &str)> = expected
+        .iter()
+        .map(|(address, actions)| (address.as_str(), *actions))
+        .collect();
+    assert_eq!(changes, set(&expected));
+    assert_eq!(stack.plan(), set(&[]), "the route override was not removed");
+
+    // The emulator's lifetime is the local stack's.
+    stack.ok(&["emulator", "status"]);
+    stack.ok(&["emulator", "stop"]);
+    assert_eq!(stack.xtask(&["emulator", "status"]).status.code(), Some(1));
+}
+
+/// The configuration in `terraform/` is the real one: the local stack's
+/// differences live in the generated override, never in `terraform/`.
+#[test]
+fn terraform_dir_knows_no_emulator() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().and_then(OsStr::to_str).unwrap().to_owned();
+        if path.extension() != Some(OsStr::new("tf")) {
+            continue;
+        }
+        assert!(
+            !name.ends_with("override.tf"),
+            "{name}: override files belong to the local stack"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        for local in ["127.0.0.1", "localhost", "endpoints", "skip_credentials"] {
+            assert!(!text.contains(local), "{name} mentions {local}");
+        }
+    }
+}
