@@ -294,6 +294,36 @@ fn terraform_on_the_emulator() {
     assert_eq!(changes, set(&expected));
     assert_eq!(stack.plan(), set(&[]), "the route override was not removed");
 
+    // Pinning prod (what `publish` will write): the prod alias and its
+    // permission appear, prod is redeployed, and nothing else changes. A pin
+    // on $LATEST is refused.
+    let pin = stack.local.join("terraform/prod.auto.tfvars.json");
+    let unpublished = std::fs::read_to_string(&pin).unwrap();
+    let write_pin = |version: &str| {
+        let release = serde_json::json!({ "prod_release": {
+            "release": 1, "note": "test", "functions": { "status": version }, "api_revision": "r1",
+        }});
+        std::fs::write(&pin, release.to_string()).unwrap();
+    };
+    write_pin("1");
+    assert_eq!(
+        stack.plan(),
+        set(&[
+            ("aws_lambda_alias.prod[\"status\"]", "create"),
+            ("aws_lambda_permission.prod[\"status\"]", "create"),
+            ("aws_api_gateway_deployment.prod", "create,delete"),
+            ("aws_api_gateway_stage.this[\"prod\"]", "update"),
+        ])
+    );
+    write_pin("$LATEST");
+    let refused = stack.xtask(&["tf", "--", "plan", "-input=false"]);
+    assert!(
+        !refused.status.success(),
+        "a prod pin on $LATEST was planned"
+    );
+    std::fs::write(&pin, unpublished).unwrap();
+    assert_eq!(stack.plan(), set(&[]), "the pin was not restored");
+
     // The emulator's lifetime is the local stack's.
     stack.ok(&["emulator", "status"]);
     stack.ok(&["emulator", "stop"]);
