@@ -60,7 +60,9 @@ pub fn apply(sh: &Shell, local: &LocalDir, args: ApplyArgs) -> Result<()> {
     let tf = terraform.command(sh);
     let auto_approve = (!terraform.aws || args.yes).then_some("-auto-approve");
     if args.dry_run {
-        tf.args(["plan", "-input=false"]).run()?;
+        tf.args(["plan", "-input=false"])
+            .run()
+            .context("terraform plan failed (above)")?;
     } else {
         tf.args(["apply", "-input=false"])
             .args(auto_approve)

@@ -151,6 +151,9 @@ fn terraform_on_the_emulator() {
     let artifacts = stack.artifacts.to_str().unwrap().to_owned();
     stack.ok(&["build", "--out-dir", &artifacts]);
     stack.ok(&["emulator", "start", "--port", "0"]);
+    let again = stack.xtask(&["emulator", "start"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already runs"));
     stack.ok(&["tf", "--", "validate"]);
 
     // From scratch, then nothing left to do.
