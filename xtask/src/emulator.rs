@@ -115,10 +115,12 @@ impl Emulator {
         match Emulator::running(local)? {
             Some(emulator) => Ok(emulator),
             None => {
+                let emulator = Emulator::start(sh, local, DEFAULT_PORT)?;
                 eprintln!(
-                    "==> starting the AWS emulator (empty: the local stack starts from scratch)"
+                    "==> started the AWS emulator at {} (empty: the local stack starts from scratch)",
+                    emulator.endpoint
                 );
-                Emulator::start(sh, local, DEFAULT_PORT)
+                Ok(emulator)
             }
         }
     }
@@ -142,8 +144,8 @@ impl Emulator {
         };
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             bail!(
-                "127.0.0.1:{port} is already in use by another program: stop it, or pass \
-                 `--port` to `cargo xtask emulator start`"
+                "127.0.0.1:{port} is already in use (by another program, or the emulator of \
+                 another local directory): stop it, or pass `--port` to `cargo xtask emulator start`"
             );
         }
         local.reset()?;

@@ -172,20 +172,27 @@ impl Terraform {
         command
     }
 
-    /// `terraform init`, from the provider mirror when there is one.
+    /// `terraform init`, from the provider mirror when there is one; quiet
+    /// unless it fails.
     pub fn init(&self, sh: &Shell) -> Result<()> {
         let plugin_dir = self
             .plugin_dir
             .as_ref()
             .map(|dir| format!("-plugin-dir={}", dir.display()));
-        self.command(sh)
-            .args(["init", "-input=false"])
+        let output = self
+            .command(sh)
+            .args(["init", "-input=false", "-no-color"])
             .args(plugin_dir)
-            .run()
-            .context(
-                "terraform init failed (above). Without access to the Terraform registry, \
-                 point TF_PROVIDER_MIRROR at a filesystem mirror holding hashicorp/aws 5.100.0",
-            )?;
+            .ignore_status()
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "terraform init failed. Without access to the Terraform registry, point \
+                 TF_PROVIDER_MIRROR at a filesystem mirror holding hashicorp/aws 5.100.0.\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         Ok(())
     }
 }
