@@ -64,25 +64,22 @@ resource "aws_lambda_alias" "prod" {
   function_version = each.value
 }
 
-# Each alias may be invoked by its own stage of this API, and nothing else.
-resource "aws_lambda_permission" "staging" {
-  for_each = aws_lambda_alias.staging
-
-  statement_id  = "apigateway-staging"
-  action        = "lambda:InvokeFunction"
-  function_name = each.value.function_name
-  qualifier     = each.value.name
-  principal     = "apigateway.amazonaws.com"
-  source_arn    = "${aws_api_gateway_rest_api.this.execution_arn}/staging/*/*"
+# Each alias may be invoked by its own stage of this API (the alias and stage
+# names agree), and nothing else. Keyed like a qualified name: "users:prod".
+locals {
+  aliases = merge(
+    { for function, alias in aws_lambda_alias.staging : "${function}:staging" => alias },
+    { for function, alias in aws_lambda_alias.prod : "${function}:prod" => alias },
+  )
 }
 
-resource "aws_lambda_permission" "prod" {
-  for_each = aws_lambda_alias.prod
+resource "aws_lambda_permission" "this" {
+  for_each = local.aliases
 
-  statement_id  = "apigateway-prod"
+  statement_id  = "apigateway-${each.value.name}"
   action        = "lambda:InvokeFunction"
   function_name = each.value.function_name
   qualifier     = each.value.name
   principal     = "apigateway.amazonaws.com"
-  source_arn    = "${aws_api_gateway_rest_api.this.execution_arn}/prod/*/*"
+  source_arn    = "${aws_api_gateway_rest_api.this.execution_arn}/${each.value.name}/*/*"
 }

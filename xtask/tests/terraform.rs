@@ -313,7 +313,7 @@ fn terraform_on_the_emulator() {
         stack.plan(),
         set(&[
             ("aws_lambda_alias.prod[\"status\"]", "create"),
-            ("aws_lambda_permission.prod[\"status\"]", "create"),
+            ("aws_lambda_permission.this[\"status:prod\"]", "create"),
             ("aws_api_gateway_deployment.prod", "create,delete"),
             ("aws_api_gateway_stage.this[\"prod\"]", "update"),
         ])
