@@ -26,7 +26,7 @@ const MOTO_IMPORT: &str = "import werkzeug.serving; from moto.moto_server.werkze
 /// Serves moto one request at a time (the script says why).
 const SERVE_MOTO: &str = include_str!("serve_moto.py");
 /// The default address, the one AWS emulators customarily use.
-pub const DEFAULT_PORT: u16 = 4566;
+const DEFAULT_PORT: u16 = 4566;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -208,7 +208,7 @@ fn wait_listening(mut child: std::process::Child, port: u16, log: &Path) -> Resu
 
 /// The Python that runs the emulator: `$MOTO_PYTHON` (a virtualenv's, say),
 /// else `python3`.
-pub fn python() -> String {
+fn python() -> String {
     std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
@@ -245,7 +245,7 @@ impl crate::LocalDir {
         self.0.join("emulator.json")
     }
 
-    pub fn emulator_log(&self) -> PathBuf {
+    fn emulator_log(&self) -> PathBuf {
         self.0.join("emulator.log")
     }
 }
