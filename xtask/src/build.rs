@@ -16,6 +16,7 @@ use crate::cargo;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Functions to build (crate names under `lambdas/`); every function when omitted.
+    /// A test fixture (under `xtask/fixtures/`) is built only when named.
     pub functions: Vec<String>,
     /// Where to write the zips and `manifest.json`.
     #[arg(long, value_name = "DIR", default_value = OUT_DIR)]
@@ -101,7 +102,10 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 
 /// What `cargo metadata` says about the workspace.
 pub struct Workspace {
+    /// The functions the API is made of: `lambdas/*` with a binary.
     pub functions: Vec<Function>,
+    /// Functions only tests deploy: `xtask/fixtures/*` with a binary.
+    pub fixtures: Vec<Function>,
     target_dir: PathBuf,
 }
 
@@ -117,15 +121,21 @@ impl Workspace {
 
     fn from_metadata(metadata: &Value, root: &Path) -> Result<Self> {
         let lambdas = root.join("lambdas");
+        let fixtures_dir = root.join("xtask/fixtures");
         let mut functions = Vec::new();
+        let mut fixtures = Vec::new();
         for package in metadata["packages"]
             .as_array()
             .context("metadata has no packages")?
         {
             let manifest = Path::new(package["manifest_path"].as_str().unwrap_or_default());
-            if !manifest.starts_with(&lambdas) {
+            let list = if manifest.starts_with(&lambdas) {
+                &mut functions
+            } else if manifest.starts_with(&fixtures_dir) {
+                &mut fixtures
+            } else {
                 continue;
-            }
+            };
             let bins: Vec<&str> = package["targets"]
                 .as_array()
                 .into_iter()
@@ -140,7 +150,7 @@ impl Workspace {
             let name = package["name"].as_str().context("package without a name")?;
             match bins[..] {
                 [] => {} // a library shared by the functions
-                [bin] => functions.push(Function {
+                [bin] => list.push(Function {
                     name: name.to_owned(),
                     bin: bin.to_owned(),
                 }),
@@ -150,6 +160,7 @@ impl Workspace {
             }
         }
         functions.sort_by(|a, b| a.name.cmp(&b.name));
+        fixtures.sort_by(|a, b| a.name.cmp(&b.name));
         let target_dir = PathBuf::from(
             metadata["target_directory"]
                 .as_str()
@@ -157,12 +168,13 @@ impl Workspace {
         );
         Ok(Workspace {
             functions,
+            fixtures,
             target_dir,
         })
     }
 
-    /// The named functions, or all of them; an unknown name is an error that
-    /// lists the known ones.
+    /// The named functions (or fixtures), or every function; an unknown
+    /// name is an error that lists the known functions.
     pub fn select(&self, names: &[String]) -> Result<Vec<Function>> {
         if names.is_empty() {
             return Ok(self.functions.clone());
@@ -172,6 +184,7 @@ impl Workspace {
             .map(|name| {
                 self.functions
                     .iter()
+                    .chain(&self.fixtures)
                     .find(|f| &f.name == name)
                     .cloned()
                     .with_context(|| {
@@ -387,7 +400,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn functions_are_the_lambdas_packages_with_a_binary() {
+    fn functions_are_the_lambdas_packages_with_a_binary_fixtures_only_by_name() {
         let root = Path::new("/ws");
         let package = |name: &str, dir: &str, kinds: &[&str]| {
             json!({
@@ -403,6 +416,7 @@ mod tests {
                 package("api", "lambdas/api", &["lib"]),
                 package("xtask", "xtask", &["bin"]),
                 package("status", "lambdas/status", &["bin"]),
+                package("faulty", "xtask/fixtures/faulty", &["bin"]),
             ],
         });
         let workspace = Workspace::from_metadata(&metadata, root).unwrap();
@@ -421,6 +435,11 @@ mod tests {
         assert_eq!(
             workspace.select(&["users".into()]).unwrap()[0].name,
             "users"
+        );
+        // A fixture is never built unless named.
+        assert_eq!(
+            workspace.select(&["faulty".into()]).unwrap()[0].name,
+            "faulty"
         );
         let err = workspace.select(&["api".into()]).unwrap_err().to_string();
         assert_eq!(err, "no function `api`: the functions are status, users");
