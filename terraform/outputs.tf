@@ -22,3 +22,8 @@ output "table_names" {
   description = "Users table of each stage."
   value       = { for stage, table in aws_dynamodb_table.users : stage => table.name }
 }
+
+output "region" {
+  description = "Region everything is deployed in."
+  value       = var.region
+}

@@ -6,7 +6,11 @@
 
 mod artifact;
 mod build;
+mod dev;
 mod emulator;
+mod gateway;
+mod host;
+mod live;
 mod terraform;
 mod test;
 #[cfg(test)]
@@ -48,11 +52,15 @@ enum Command {
     Apply(terraform::ApplyArgs),
     /// Run any terraform command on the local stack (or on AWS with `--aws`): `cargo xtask tf -- plan`.
     Tf(terraform::TfArgs),
+    /// Build, start the emulator, apply, and serve the API's stages on 127.0.0.1:3000 until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Invoke one function of the local stack with one event, on the local Lambda host.
+    Invoke(dev::InvokeArgs),
 }
 
 /// The local stack's own directory (see `--local-dir`).
 #[derive(Debug, Clone)]
-pub struct LocalDir(PathBuf);
+pub struct LocalDir(pub PathBuf);
 
 fn main() -> ExitCode {
     match run(Xtask::parse()) {
@@ -76,6 +84,8 @@ fn run(flags: Xtask) -> Result<()> {
         Command::Emulator(args) => emulator::run(&sh, &local, args),
         Command::Apply(args) => terraform::apply(&sh, &local, args),
         Command::Tf(args) => terraform::tf(&sh, &local, args),
+        Command::Dev(args) => dev::dev(&sh, &local, args),
+        Command::Invoke(args) => dev::invoke(&sh, &local, args),
     }
 }
 

@@ -72,6 +72,37 @@ pub fn apply(sh: &Shell, local: &LocalDir, args: ApplyArgs) -> Result<()> {
     Ok(())
 }
 
+/// Applies to the local stack, printing Terraform's summary line only (all
+/// of its output if it fails).
+pub fn apply_quietly(sh: &Shell, local: &LocalDir, target: &TargetArgs) -> Result<()> {
+    let terraform = Terraform::new(sh, local, target)?;
+    terraform.init(sh)?;
+    eprintln!(
+        "==> terraform apply (local stack, {})",
+        terraform.dir.display()
+    );
+    let output = terraform
+        .command(sh)
+        .args(["apply", "-input=false", "-auto-approve", "-no-color"])
+        .ignore_status()
+        .quiet()
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "terraform apply failed:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    if let Some(summary) = stdout
+        .lines()
+        .find(|line| line.starts_with("Apply complete!"))
+    {
+        eprintln!("{summary}");
+    }
+    Ok(())
+}
+
 /// `cargo xtask tf`: any Terraform command, in the target's working directory
 /// with its settings; exits with Terraform's exit code.
 pub fn tf(sh: &Shell, local: &LocalDir, args: TfArgs) -> Result<()> {

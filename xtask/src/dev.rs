@@ -1,0 +1,265 @@
+//! `cargo xtask dev` (the whole local stack, serving the API) and `cargo
+//! xtask invoke` (one function, one event): the local Lambda host and API
+//! gateway in front of what Terraform applied to the emulator.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use xshell::Shell;
+
+use crate::LocalDir;
+use crate::emulator::Emulator;
+use crate::gateway::{self, Gateway};
+use crate::host::{Host, Outcome};
+use crate::live::{self, Applied, Aws};
+use crate::{build, terraform};
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Port of the API on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+    /// Skip `cargo xtask build`: apply and serve the artifacts already built.
+    #[arg(long)]
+    no_build: bool,
+    /// Directory of the build manifest [default: target/lambda].
+    #[arg(long, value_name = "DIR", env = "XTASK_ARTIFACTS_DIR")]
+    artifacts_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InvokeArgs {
+    /// The function: its name in the build manifest (`status`) or its Lambda name.
+    function: String,
+    /// The event: a JSON file, or a sample's name in `events/<function>/` (`--event get`). Read from stdin when omitted.
+    #[arg(long, value_name = "FILE|SAMPLE")]
+    event: Option<String>,
+    /// The alias (or version number, or `$LATEST`) to invoke.
+    #[arg(long, default_value = "staging")]
+    alias: String,
+    /// Invoke this many times on one warm process and summarise the durations.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+}
+
+/// `cargo xtask dev`: build, start the emulator, apply, serve until Ctrl-C.
+pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
+    let out_dir = args
+        .artifacts_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(build::OUT_DIR));
+    if !args.no_build {
+        build::run(
+            sh,
+            build::Args {
+                functions: Vec::new(),
+                out_dir: out_dir.clone(),
+            },
+        )?;
+    }
+    let target = terraform::TargetArgs {
+        aws: false,
+        artifacts_dir: Some(out_dir),
+    };
+    terraform::apply_quietly(sh, local, &target)?;
+    runtime()?.block_on(serve(local, args.port))
+}
+
+async fn serve(local: &LocalDir, port: u16) -> Result<()> {
+    let applied = Applied::read(local)?;
+    let emulator = Emulator::running(local)?.context("the AWS emulator stopped")?;
+    let aws = Aws::at(&emulator.endpoint, &applied.region).await;
+    let host = Host::new(
+        applied.artifacts_dir.clone(),
+        live::code_cache(local),
+        live::local_function_env(&emulator.endpoint),
+    );
+    let gateway = Gateway::new(local, aws, host)
+        .await
+        .context("the local gateway refuses to serve this API")?;
+    let (listener, address) = gateway::bind(port).await?;
+    let api = gateway.api().await.map_err(anyhow::Error::msg)?;
+
+    let base = format!("http://{address}");
+    let mut rows = Vec::new();
+    for stage in api.stages.values() {
+        let revision = match stage.revision.get(..12) {
+            Some(short) => short.to_owned(),
+            None => "none".to_owned(),
+        };
+        rows.push(vec![
+            stage.name.clone(),
+            format!("{base}/{}", stage.name),
+            revision,
+            gateway::serves(stage),
+        ]);
+    }
+    let mut routes: Vec<String> = Vec::new();
+    let mut sample = None;
+    let healthy = |stage: &&gateway::config::Stage| {
+        stage.routes.is_ok() && stage.targets.values().all(Result::is_ok)
+    };
+    if let Some(stage) = api.stages.values().find(healthy) {
+        for resource in &stage.routes.as_ref().expect("found").resources {
+            for method in resource.methods.keys() {
+                routes.push(format!("{method} {}", resource.path));
+                if sample.is_none() && method == "GET" && !resource.path.contains('{') {
+                    sample = Some(format!("curl -s {base}/{}{}", stage.name, resource.path));
+                }
+            }
+        }
+    }
+    println!("serving the local stack's API on {base} (Ctrl-C stops; the emulator keeps running)");
+    print!(
+        "{}",
+        build::table(&["stage", "url", "API revision", "runs"], &rows)
+    );
+    println!("routes: {}", routes.join(", "));
+    if let Some(sample) = sample {
+        println!("try: {sample}");
+    }
+    eprintln!("==> request log, and each function's log with its REPORT lines, below");
+
+    gateway
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    eprintln!("==> stopped (the emulator still runs: `cargo xtask emulator stop` stops it)");
+    Ok(())
+}
+
+/// `cargo xtask invoke`: one function, one event, on the local host.
+pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
+    let applied = Applied::read(local)?;
+    let function = applied.function_name(&args.function)?;
+    let short = applied
+        .function_names
+        .iter()
+        .find(|(_, name)| **name == function)
+        .map(|(short, _)| short.clone())
+        .unwrap_or_else(|| function.clone());
+    let payload = read_event(&sh.current_dir(), &short, args.event.as_deref())?;
+    runtime()?.block_on(async {
+        let emulator = Emulator::running(local)?
+            .context("the AWS emulator is not running: `cargo xtask dev` starts the local stack")?;
+        let aws = Aws::at(&emulator.endpoint, &applied.region).await;
+        let version = aws
+            .function_version(&function, &args.alias)
+            .await?
+            .with_context(|| {
+                format!(
+                    "{function} has no `{}` (alias or version) on the local stack",
+                    args.alias
+                )
+            })?;
+        let host = Host::new(
+            applied.artifacts_dir.clone(),
+            live::code_cache(local),
+            live::local_function_env(&emulator.endpoint),
+        );
+        let invoked_arn = format!("{}:{}", version.arn, args.alias);
+        let mut invocations = Vec::new();
+        for _ in 0..args.repeat {
+            let invocation = host
+                .invoke(&version, invoked_arn.clone(), payload.clone())
+                .await;
+            invocations.push(invocation);
+        }
+        let last = invocations.last().expect("at least one invocation");
+        println!("{}", gateway::pretty(&last.outcome.payload()));
+        if args.repeat > 1 {
+            eprintln!("{}", summarise(&invocations));
+        }
+        match &last.outcome {
+            Outcome::Response(_) => Ok(()),
+            Outcome::FunctionError { error_type, .. } => {
+                bail!(
+                    "{function}:{} failed: {error_type} (its error document is above)",
+                    args.alias
+                )
+            }
+            Outcome::ServiceError(message) => {
+                bail!("Lambda could not invoke {function}: {message}")
+            }
+        }
+    })
+}
+
+/// The event `choice` names: a file, a sample of `function`, or stdin.
+fn read_event(root: &Path, function: &str, choice: Option<&str>) -> Result<Vec<u8>> {
+    let bytes = match choice {
+        None | Some("-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading the event from stdin")?;
+            bytes
+        }
+        Some(choice) => {
+            let sample = root
+                .join("events")
+                .join(function)
+                .join(format!("{choice}.json"));
+            let path = if Path::new(choice).is_file() {
+                PathBuf::from(choice)
+            } else if sample.is_file() {
+                sample
+            } else {
+                bail!(
+                    "no event `{choice}`: neither a file nor a sample ({})",
+                    sample.display()
+                );
+            };
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+        }
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes).context("the event is not JSON")?;
+    Ok(bytes)
+}
+
+fn summarise(invocations: &[crate::host::Invocation]) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let reports: Vec<_> = invocations
+        .iter()
+        .filter_map(|i| i.report.as_ref())
+        .collect();
+    let cold: Vec<_> = reports.iter().filter_map(|r| r.init_duration).collect();
+    let mut warm: Vec<f64> = reports
+        .iter()
+        .filter(|r| r.init_duration.is_none())
+        .map(|r| ms(r.duration))
+        .collect();
+    warm.sort_by(f64::total_cmp);
+    let at = |q: f64| warm[((warm.len() - 1) as f64 * q).round() as usize];
+    let mut out = format!(
+        "{} invocations: {} cold (init {})",
+        invocations.len(),
+        cold.len(),
+        cold.iter()
+            .map(|d| format!("{:.2} ms", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !warm.is_empty() {
+        out += &format!(
+            "; {} warm: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            warm.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+    if let Some(peak) = reports.iter().filter_map(|r| r.max_memory_used_mb).max() {
+        out += &format!("; max memory used {peak} MB");
+    }
+    out
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

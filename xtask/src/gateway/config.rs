@@ -1,0 +1,499 @@
+//! The API as the emulator holds it, in the form the gateway serves it:
+//! stages (with their variables and the function version each integration
+//! reaches through them), resources, methods, integrations and integration
+//! responses. Read from the emulator's API Gateway and Lambda APIs, never
+//! from a route table of our own.
+//!
+//! Loading refuses what this gateway does not emulate faithfully (another
+//! request template, integration type or authorization, a response template
+//! outside [`mapping`]'s subset), naming the route.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::mapping::{SelectionPattern, Template};
+use crate::host::FunctionVersion;
+use crate::live::{Applied, Aws, aws_error};
+
+/// The request template whose envelope the gateway builds natively.
+pub const REQUEST_TEMPLATE: &str = include_str!("../../../terraform/templates/request.vtl");
+
+/// The whole API: each stage, by name.
+#[derive(Debug)]
+pub struct Api {
+    pub stages: BTreeMap<String, Stage>,
+}
+
+#[derive(Debug)]
+pub struct Stage {
+    pub name: String,
+    pub variables: BTreeMap<String, String>,
+    /// The API revision the stage's deployment was made at.
+    pub revision: String,
+    /// The routes it serves, or why it cannot serve any.
+    pub routes: Result<Arc<Routes>, String>,
+    /// The function each integration URI reaches from this stage, or why
+    /// it reaches none (an alias that does not exist yet).
+    pub targets: BTreeMap<String, Result<Target, String>>,
+}
+
+/// What an integration invokes from a stage.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub function: FunctionVersion,
+    /// The ARN as the URI names it (`...:function:NAME:prod`).
+    pub invoked_arn: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub resources: Vec<Resource>,
+}
+
+#[derive(Debug)]
+pub struct Resource {
+    /// `/user/{id}`
+    pub path: String,
+    segments: Vec<Segment>,
+    /// By HTTP method (`ANY` included).
+    pub methods: BTreeMap<String, Integration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Segment {
+    // Declared in order of precedence: a literal beats a parameter.
+    Literal(String),
+    Param(String),
+    Greedy(String),
+}
+
+#[derive(Debug)]
+pub struct Integration {
+    /// The Lambda invocation URI, stage variables unresolved.
+    pub uri: String,
+    pub timeout: Duration,
+    /// Content types with a request template (all of them [`REQUEST_TEMPLATE`]).
+    pub content_types: Vec<String>,
+    /// `NEVER`, `WHEN_NO_MATCH` or `WHEN_NO_TEMPLATES`.
+    pub passthrough: String,
+    /// Responses with a selection pattern, by status.
+    pub responses: Vec<IntegrationResponse>,
+    /// The response with no pattern: success, and errors nothing else matched.
+    pub default: Option<IntegrationResponse>,
+}
+
+#[derive(Debug)]
+pub struct IntegrationResponse {
+    pub status: u16,
+    pub pattern: Option<SelectionPattern>,
+    pub template: Option<Template>,
+}
+
+impl Routes {
+    /// The resource `path` falls on, with its path parameters (decoded).
+    pub fn find(&self, path: &str) -> Option<(&Resource, BTreeMap<String, String>)> {
+        let parts: Vec<&str> = match path.trim_start_matches('/') {
+            "" => Vec::new(),
+            rest => rest.split('/').collect(),
+        };
+        self.resources
+            .iter()
+            .filter_map(|resource| Some((resource, resource.matches(&parts)?)))
+            .min_by(|(a, _), (b, _)| a.segments.cmp(&b.segments))
+    }
+}
+
+impl Resource {
+    fn matches(&self, parts: &[&str]) -> Option<BTreeMap<String, String>> {
+        let mut params = BTreeMap::new();
+        for (index, segment) in self.segments.iter().enumerate() {
+            match segment {
+                Segment::Greedy(name) => {
+                    let rest = parts.get(index..).filter(|rest| !rest.is_empty())?;
+                    params.insert(name.clone(), percent_decode(&rest.join("/")));
+                    return Some(params);
+                }
+                Segment::Literal(literal) => {
+                    if parts.get(index) != Some(&literal.as_str()) {
+                        return None;
+                    }
+                }
+                Segment::Param(name) => {
+                    let part = parts.get(index).filter(|part| !part.is_empty())?;
+                    params.insert(name.clone(), percent_decode(part));
+                }
+            }
+        }
+        (parts.len() == self.segments.len()).then_some(params)
+    }
+
+    /// The integration for `method`, or the resource's `ANY` one.
+    pub fn method(&self, method: &str) -> Option<&Integration> {
+        self.methods.get(method).or_else(|| self.methods.get("ANY"))
+    }
+}
+
+fn segments(path: &str) -> Vec<Segment> {
+    path.split('/')
+        .filter(|part| !part.is_empty())
+        .map(
+            |part| match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) => match name.strip_suffix('+') {
+                    Some(name) => Segment::Greedy(name.to_owned()),
+                    None => Segment::Param(name.to_owned()),
+                },
+                None => Segment::Literal(part.to_owned()),
+            },
+        )
+        .collect()
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are); `+` stays `+`.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[index], hex(index + 1), hex(index + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                index += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `uri` with every `${stageVariables.NAME}` replaced by the stage's value.
+pub fn resolve_stage_variables(uri: &str, variables: &BTreeMap<String, String>) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = uri;
+    while let Some(start) = rest.find("${stageVariables.") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + "${stageVariables.".len()..];
+        let end = after
+            .find('}')
+            .context("an unclosed ${stageVariables. in the URI")?;
+        let name = &after[..end];
+        let value = variables
+            .get(name)
+            .with_context(|| format!("the stage has no variable `{name}`"))?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The Lambda function ARN and qualifier a Lambda integration URI invokes:
+/// `arn:aws:apigateway:REGION:lambda:path/2015-03-31/functions/ARN/invocations`.
+pub fn lambda_target(uri: &str) -> Result<(String, String)> {
+    let function_arn = uri
+        .split_once(":lambda:path/2015-03-31/functions/")
+        .and_then(|(_, rest)| rest.strip_suffix("/invocations"))
+        .with_context(|| format!("`{uri}` is not a Lambda invocation URI"))?;
+    let parts: Vec<&str> = function_arn.split(':').collect();
+    match parts[..] {
+        ["arn", _, "lambda", _, _, "function", _] => {
+            Ok((function_arn.to_owned(), "$LATEST".to_owned()))
+        }
+        ["arn", _, "lambda", _, _, "function", _, qualifier] if !qualifier.is_empty() => {
+            Ok((parts[..7].join(":"), qualifier.to_owned()))
+        }
+        _ => bail!("`{function_arn}` is not a Lambda function ARN"),
+    }
+}
+
+/// Reads the applied API from the emulator.
+pub async fn load(aws: &Aws, applied: &Applied) -> Result<Api> {
+    let api_id = &applied.api_id;
+    let resources = aws
+        .apigateway
+        .get_resources()
+        .rest_api_id(api_id)
+        .embed("methods")
+        .limit(500)
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| format!("reading the resources of REST API {api_id}"))?;
+    let mut routes = Routes::default();
+    for resource in resources.items.unwrap_or_default() {
+        let path = resource.path.clone().unwrap_or_default();
+        let mut methods = BTreeMap::new();
+        for (http_method, method) in resource.resource_methods.unwrap_or_default() {
+            let route = format!("{http_method} {path}");
+            let integration = integration(&method)
+                .with_context(|| format!("the local gateway cannot serve `{route}`"))?;
+            methods.insert(http_method, integration);
+        }
+        routes.resources.push(Resource {
+            segments: segments(&path),
+            path,
+            methods,
+        });
+    }
+    let routes = Arc::new(routes);
+
+    let deployments = aws
+        .apigateway
+        .get_deployments()
+        .rest_api_id(api_id)
+        .limit(500)
+        .send()
+        .await
+        .map_err(aws_error)
+        .context("reading the API's deployments")?;
+    let revision_of = |deployment_id: &str| {
+        deployments
+            .items()
+            .iter()
+            .find(|deployment| deployment.id() == Some(deployment_id))
+            .and_then(|deployment| deployment.description())
+            .and_then(|description| description.split_once("at API revision "))
+            .map(|(_, revision)| revision.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let stages = aws
+        .apigateway
+        .get_stages()
+        .rest_api_id(api_id)
+        .send()
+        .await
+        .map_err(aws_error)
+        .context("reading the API's stages")?;
+
+    let mut api = Api {
+        stages: BTreeMap::new(),
+    };
+    for stage in stages.item.unwrap_or_default() {
+        let name = stage.stage_name.clone().unwrap_or_default();
+        let revision = revision_of(stage.deployment_id().unwrap_or_default());
+        let variables: BTreeMap<String, String> =
+            stage.variables.unwrap_or_default().into_iter().collect();
+        // The emulator keeps no snapshot per deployment: it has the applied
+        // configuration only, which is the stage's only at the same revision.
+        // (Before the first publish prod's revision is empty; it serves the
+        // applied routes, whose aliases do not exist yet.)
+        let served = if revision == applied.api_revision || revision.is_empty() {
+            Ok(routes.clone())
+        } else {
+            Err(format!(
+                "stage `{name}` is deployed at API revision {revision}, but the emulator holds \
+                 revision {} only (it keeps no deployment snapshots): publish the current revision \
+                 to this stage",
+                applied.api_revision
+            ))
+        };
+        let mut targets = BTreeMap::new();
+        for resource in &routes.resources {
+            for integration in resource.methods.values() {
+                if !targets.contains_key(&integration.uri) {
+                    let target = resolve_target(aws, &integration.uri, &variables).await?;
+                    targets.insert(integration.uri.clone(), target);
+                }
+            }
+        }
+        api.stages.insert(
+            name.clone(),
+            Stage {
+                name,
+                variables,
+                revision,
+                routes: served,
+                targets,
+            },
+        );
+    }
+    Ok(api)
+}
+
+/// The function version an integration reaches from a stage; `Err` with the
+/// reason when there is none (not a failure to load: the stage answers 500).
+async fn resolve_target(
+    aws: &Aws,
+    uri: &str,
+    variables: &BTreeMap<String, String>,
+) -> Result<Result<Target, String>> {
+    let resolved = match resolve_stage_variables(uri, variables) {
+        Ok(resolved) => resolved,
+        Err(err) => return Ok(Err(format!("{err:#}"))),
+    };
+    let (function_arn, qualifier) = lambda_target(&resolved)?;
+    let name = function_arn.rsplit(':').next().unwrap_or_default();
+    Ok(match aws.function_version(name, &qualifier).await? {
+        Some(function) => Ok(Target {
+            function,
+            invoked_arn: format!("{function_arn}:{qualifier}"),
+        }),
+        None => Err(format!(
+            "{name}:{qualifier} does not exist (nothing published yet?)"
+        )),
+    })
+}
+
+fn integration(method: &aws_sdk_apigateway::types::Method) -> Result<Integration> {
+    use aws_sdk_apigateway::types::IntegrationType;
+    let authorization = method.authorization_type().unwrap_or("NONE");
+    if authorization != "NONE" {
+        bail!("its authorization is {authorization}; only NONE is emulated");
+    }
+    if method.api_key_required() == Some(true) {
+        bail!("it requires an API key, which is not emulated");
+    }
+    let integration = method
+        .method_integration()
+        .context("the method has no integration")?;
+    if integration.r#type() != Some(&IntegrationType::Aws) {
+        bail!(
+            "its integration type is {:?}; only AWS (non-proxy Lambda) integrations are emulated",
+            integration.r#type()
+        );
+    }
+    // The URI is checked per stage, once its stage variables are resolved.
+    let uri = integration.uri().context("the integration has no URI")?;
+    let templates = integration.request_templates().cloned().unwrap_or_default();
+    for (content_type, template) in &templates {
+        if template != REQUEST_TEMPLATE {
+            bail!(
+                "its request template for {content_type} is not the one this gateway builds \
+                 natively (terraform/templates/request.vtl, as this xtask was built with it)"
+            );
+        }
+    }
+    let mut responses = Vec::new();
+    let mut default = None;
+    let mut statuses: Vec<_> = integration
+        .integration_responses()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    statuses.sort_by(|a, b| a.0.cmp(&b.0));
+    for (status, response) in statuses {
+        let code: u16 = status
+            .parse()
+            .with_context(|| format!("integration response status `{status}`"))?;
+        let template = response
+            .response_templates()
+            .and_then(|templates| {
+                templates
+                    .get("application/json")
+                    .or_else(|| templates.values().next())
+            })
+            .filter(|template| !template.is_empty())
+            .map(|template| Template::parse(template))
+            .transpose()
+            .with_context(|| format!("the {status} response template"))?;
+        let pattern = response
+            .selection_pattern()
+            .filter(|pattern| !pattern.is_empty())
+            .map(SelectionPattern::new)
+            .transpose()
+            .with_context(|| format!("the {status} selection pattern"))?;
+        let response = IntegrationResponse {
+            status: code,
+            pattern,
+            template,
+        };
+        if response.pattern.is_some() {
+            responses.push(response);
+        } else if default.replace(response).is_some() {
+            bail!("two integration responses have no selection pattern");
+        }
+    }
+    Ok(Integration {
+        uri: uri.to_owned(),
+        timeout: Duration::from_millis(integration.timeout_in_millis().max(50) as u64),
+        content_types: templates.keys().map(|t| t.to_ascii_lowercase()).collect(),
+        passthrough: integration
+            .passthrough_behavior()
+            .unwrap_or("WHEN_NO_MATCH")
+            .to_owned(),
+        responses,
+        default,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(paths: &[&str]) -> Routes {
+        Routes {
+            resources: paths
+                .iter()
+                .map(|path| Resource {
+                    path: path.to_string(),
+                    segments: segments(path),
+                    methods: BTreeMap::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn paths_find_their_resource() {
+        let routes = routes(&["/", "/user", "/user/{id}", "/user/me", "/files/{path+}"]);
+        let find = |path: &str| {
+            routes
+                .find(path)
+                .map(|(resource, params)| (resource.path.clone(), params))
+        };
+        let params = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(find("/"), Some(("/".into(), params(&[]))));
+        assert_eq!(find("/user"), Some(("/user".into(), params(&[]))));
+        assert_eq!(
+            find("/user/a%20b%22"),
+            Some(("/user/{id}".into(), params(&[("id", "a b\"")])))
+        );
+        // A literal beats a parameter.
+        assert_eq!(find("/user/me"), Some(("/user/me".into(), params(&[]))));
+        assert_eq!(
+            find("/files/a/b.txt"),
+            Some(("/files/{path+}".into(), params(&[("path", "a/b.txt")])))
+        );
+        assert_eq!(find("/user/a/b"), None);
+        assert_eq!(find("/user/"), None);
+        assert_eq!(find("/files"), None);
+        assert_eq!(find("/nope"), None);
+    }
+
+    #[test]
+    fn percent_escapes_decode() {
+        assert_eq!(percent_decode("a%2Fb+c%zz%"), "a/b+c%zz%");
+        assert_eq!(percent_decode("%C3%A9"), "é");
+    }
+
+    #[test]
+    fn uris_name_a_function_and_a_qualifier() {
+        let variables = BTreeMap::from([("stage".to_owned(), "prod".to_owned())]);
+        let uri = "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/\
+                   arn:aws:lambda:us-east-1:123456789012:function:app-users:${stageVariables.stage}/invocations";
+        let resolved = resolve_stage_variables(uri, &variables).unwrap();
+        assert_eq!(
+            lambda_target(&resolved).unwrap(),
+            (
+                "arn:aws:lambda:us-east-1:123456789012:function:app-users".to_owned(),
+                "prod".to_owned()
+            )
+        );
+        let unqualified = resolved.replace(":prod/", "/");
+        assert_eq!(lambda_target(&unqualified).unwrap().1, "$LATEST");
+        assert!(resolve_stage_variables(uri, &BTreeMap::new()).is_err());
+        assert!(lambda_target("arn:aws:apigateway:us-east-1:s3:path/bucket/key").is_err());
+    }
+}

@@ -1,0 +1,590 @@
+//! The local API gateway: serves every stage of the applied REST API on
+//! loopback (`/staging/...`, `/prod/...`), the way API Gateway serves a
+//! non-proxy Lambda integration, with the functions run by the local
+//! [`Host`].
+//!
+//! A request goes stage -> resource and method -> integration -> the
+//! function version the stage's variables select (alias -> version ->
+//! `CodeSha256` -> artifact) -> integration response. The configuration is
+//! the emulator's ([`config`]), reloaded whenever Terraform's local state
+//! changes (and no apply is under way), so a promotion takes effect without
+//! a restart. API Gateway's own answers:
+//!
+//! - unknown stage: 403 `{"message":"Forbidden"}`; unknown resource or
+//!   method: 403 `{"message":"Missing Authentication Token"}`;
+//! - body over 10 MB: 413; content type without a template (passthrough
+//!   `NEVER`): 415;
+//! - the integration's timeout passed: 504; the function could not be
+//!   invoked at all: 500; a function error is mapped by the integration
+//!   responses (here, a crash or timeout is the configuration's 502).
+
+pub mod config;
+pub mod mapping;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::LocalDir;
+use crate::host::{Host, Outcome, new_request_id};
+use crate::live::{self, Applied, Aws};
+use config::{Api, Integration, IntegrationResponse, Stage};
+use mapping::Context as TemplateContext;
+
+/// API Gateway's limit on a request's body.
+pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+/// A failed load is retried this often (each request may try).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub struct Gateway {
+    local: LocalDir,
+    aws: Aws,
+    pub host: Arc<Host>,
+    loaded: tokio::sync::RwLock<Loaded>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+struct Loaded {
+    api: Result<Arc<Api>, String>,
+    /// The state file's modification time and length when loaded.
+    stamp: Option<(SystemTime, u64)>,
+    at: Instant,
+}
+
+impl Gateway {
+    /// Loads the applied API; an error (something this gateway does not
+    /// emulate, nothing applied) refuses to start.
+    pub async fn new(local: &LocalDir, aws: Aws, host: Arc<Host>) -> Result<Arc<Gateway>> {
+        let stamp = stamp(local);
+        let api = load(local, &aws).await?;
+        Ok(Arc::new(Gateway {
+            local: local.clone(),
+            aws,
+            host,
+            loaded: tokio::sync::RwLock::new(Loaded {
+                api: Ok(Arc::new(api)),
+                stamp,
+                at: Instant::now(),
+            }),
+            reloading: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The API as last loaded.
+    pub async fn api(&self) -> Result<Arc<Api>, String> {
+        self.loaded.read().await.api.clone()
+    }
+
+    /// The API as applied now: reloaded if Terraform changed the state since.
+    async fn current(&self) -> Result<Arc<Api>, String> {
+        let fresh = |loaded: &Loaded, stamp| {
+            loaded.stamp == stamp && (loaded.api.is_ok() || loaded.at.elapsed() < RETRY_AFTER)
+        };
+        let stamp = stamp(&self.local);
+        {
+            let loaded = self.loaded.read().await;
+            // While an apply holds the state, serve what was there before it.
+            if fresh(&loaded, stamp) || live::state_locked(&self.local) {
+                return loaded.api.clone();
+            }
+        }
+        let _reloading = self.reloading.lock().await;
+        if fresh(&*self.loaded.read().await, stamp) {
+            return self.api().await;
+        }
+        let api = match load(&self.local, &self.aws).await {
+            Ok(api) => {
+                let api = Arc::new(api);
+                eprintln!("==> reloaded the applied API: {}", summary(&api));
+                let served: Vec<_> = api
+                    .stages
+                    .values()
+                    .flat_map(|stage| stage.targets.values())
+                    .filter_map(|target| target.as_ref().ok())
+                    .map(|target| target.function.clone())
+                    .collect();
+                self.host.retain(|function| served.contains(function));
+                Ok(api)
+            }
+            Err(err) => {
+                let err = format!("{err:#}");
+                eprintln!("==> cannot serve the applied API (every request answers 500): {err}");
+                Err(err)
+            }
+        };
+        *self.loaded.write().await = Loaded {
+            api: api.clone(),
+            stamp,
+            at: Instant::now(),
+        };
+        api
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => accepted?,
+                () = &mut shutdown => return Ok(()),
+            };
+            let _ = stream.set_nodelay(true);
+            let gateway = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let gateway = gateway.clone();
+                    async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let request_id = new_request_id();
+        let line = format!("{} {}", request.method(), request.uri());
+        let response = self.respond(request, &request_id).await;
+        eprintln!(
+            "{line} -> {} ({:.1} ms)",
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        let mut response = response;
+        response.headers_mut().insert(
+            "x-amzn-requestid",
+            request_id.parse().expect("a request id is a header value"),
+        );
+        response
+    }
+
+    async fn respond(&self, request: Request<Incoming>, request_id: &str) -> Response<Full<Bytes>> {
+        let api = match self.current().await {
+            Ok(api) => api,
+            Err(_) => return internal_error(),
+        };
+        let path = request.uri().path().to_owned();
+        let (stage_name, rest) = match path.trim_start_matches('/').split_once('/') {
+            Some((stage, rest)) => (stage, format!("/{rest}")),
+            None => (path.trim_start_matches('/'), "/".to_owned()),
+        };
+        let Some(stage) = api.stages.get(stage_name) else {
+            return if stage_name.is_empty() {
+                missing_token()
+            } else {
+                gateway_error(StatusCode::FORBIDDEN, "Forbidden", "AccessDeniedException")
+            };
+        };
+        let routes = match &stage.routes {
+            Ok(routes) => routes,
+            Err(reason) => {
+                eprintln!("{stage_name}: {reason}");
+                return internal_error();
+            }
+        };
+        let Some((resource, path_params)) = routes.find(&rest) else {
+            return missing_token();
+        };
+        let method = request.method().as_str().to_owned();
+        let Some(integration) = resource.method(&method) else {
+            return missing_token();
+        };
+
+        let declared = request
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > BODY_LIMIT) {
+            return too_long();
+        }
+        let content_type = request
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|| "application/json".to_owned());
+        let query = query_params(request.uri().query().unwrap_or_default());
+        let body = match Limited::new(request.into_body(), BODY_LIMIT)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return too_long(),
+        };
+
+        let templated = integration.content_types.contains(&content_type);
+        let payload = if templated {
+            let envelope = json!({
+                "method": method,
+                "resource": resource.path,
+                "path": path_params,
+                "query": query,
+                "body": String::from_utf8_lossy(&body),
+                "stage": stage.variables.get("stage").cloned().unwrap_or_default(),
+                "request_id": request_id,
+            });
+            serde_json::to_vec(&envelope).expect("JSON")
+        } else if integration.passthrough == "WHEN_NO_MATCH"
+            || (integration.passthrough == "WHEN_NO_TEMPLATES"
+                && integration.content_types.is_empty())
+        {
+            body.to_vec()
+        } else {
+            return gateway_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type",
+                "UnsupportedMediaTypeException",
+            );
+        };
+
+        let target = match stage.targets.get(&integration.uri) {
+            Some(Ok(target)) => target,
+            Some(Err(reason)) => {
+                eprintln!("{stage_name} {method} {}: {reason}", resource.path);
+                return internal_error();
+            }
+            None => return internal_error(),
+        };
+        let invocation = tokio::time::timeout(
+            integration.timeout,
+            self.host
+                .invoke(&target.function, target.invoked_arn.clone(), payload),
+        )
+        .await;
+        let Ok(invocation) = invocation else {
+            eprintln!(
+                "{stage_name} {method} {}: no answer within the integration timeout ({} ms)",
+                resource.path,
+                integration.timeout.as_millis()
+            );
+            return gateway_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Endpoint request timed out",
+                "IntegrationTimeout",
+            );
+        };
+        let context = TemplateContext {
+            request_id,
+            stage: &stage.name,
+            http_method: &method,
+            resource_path: &resource.path,
+            stage_variables: &stage.variables,
+        };
+        map_outcome(integration, &invocation.outcome, &context)
+    }
+}
+
+/// The integration response for a Lambda outcome, rendered.
+pub fn map_outcome(
+    integration: &Integration,
+    outcome: &Outcome,
+    context: &TemplateContext,
+) -> Response<Full<Bytes>> {
+    let chosen = match outcome {
+        Outcome::ServiceError(message) => {
+            eprintln!("Lambda invocation failed: {message}");
+            return internal_error();
+        }
+        Outcome::Response(_) => integration.default.as_ref(),
+        Outcome::FunctionError { message, .. } => integration
+            .responses
+            .iter()
+            .find(|response| {
+                response
+                    .pattern
+                    .as_ref()
+                    .is_some_and(|pattern| pattern.matches(message))
+            })
+            .or(integration.default.as_ref()),
+    };
+    let Some(IntegrationResponse {
+        status, template, ..
+    }) = chosen
+    else {
+        eprintln!("no integration response matches and there is no default one");
+        return internal_error();
+    };
+    let payload = outcome.payload();
+    let body = match template {
+        None => payload,
+        Some(template) => match template.render(&payload, context) {
+            Ok(body) => body.into_bytes(),
+            Err(err) => {
+                eprintln!("the {status} response template failed: {err:#}");
+                return internal_error();
+            }
+        },
+    };
+    json_response(
+        StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+        body,
+    )
+}
+
+/// Query string parameters, decoded; the last of a repeated name wins.
+fn query_params(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (config::percent_decode(name), config::percent_decode(value))
+        })
+        .collect()
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+fn gateway_error(status: StatusCode, message: &str, error_type: &str) -> Response<Full<Bytes>> {
+    let mut response = json_response(
+        status,
+        json!({ "message": message }).to_string().into_bytes(),
+    );
+    response.headers_mut().insert(
+        "x-amzn-errortype",
+        error_type.parse().expect("a header value"),
+    );
+    response
+}
+
+fn missing_token() -> Response<Full<Bytes>> {
+    gateway_error(
+        StatusCode::FORBIDDEN,
+        "Missing Authentication Token",
+        "MissingAuthenticationTokenException",
+    )
+}
+
+fn internal_error() -> Response<Full<Bytes>> {
+    gateway_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal server error",
+        "InternalServerErrorException",
+    )
+}
+
+fn too_long() -> Response<Full<Bytes>> {
+    gateway_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Request Too Long",
+        "RequestTooLongException",
+    )
+}
+
+fn stamp(local: &LocalDir) -> Option<(SystemTime, u64)> {
+    let metadata = std::fs::metadata(live::state_file(local)).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+async fn load(local: &LocalDir, aws: &Aws) -> Result<Api> {
+    let applied = Applied::read(local)?;
+    config::load(aws, &applied).await
+}
+
+/// One line per stage: what it serves.
+pub fn summary(api: &Api) -> String {
+    api.stages
+        .values()
+        .map(|stage| format!("{} {}", stage.name, serves(stage)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a stage's functions run, e.g. `status:$LATEST, users:$LATEST`.
+pub fn serves(stage: &Stage) -> String {
+    if let Err(reason) = &stage.routes {
+        return format!("nothing ({reason})");
+    }
+    let mut functions = std::collections::BTreeSet::new();
+    let mut missing = std::collections::BTreeSet::new();
+    for target in stage.targets.values() {
+        match target {
+            Ok(target) => {
+                functions.insert(format!(
+                    "{}:{}",
+                    target.function.name, target.function.version
+                ));
+            }
+            Err(reason) => {
+                missing.insert(reason.as_str());
+            }
+        }
+    }
+    let mut out: Vec<String> = functions.into_iter().collect();
+    if !missing.is_empty() {
+        let missing: Vec<&str> = missing.into_iter().collect();
+        out.push(format!("500 where {}", missing.join(", ")));
+    }
+    out.join(", ")
+}
+
+/// Binds the gateway's port on loopback.
+pub async fn bind(port: u16) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| {
+            format!("cannot listen on 127.0.0.1:{port} (in use? pick another with --port)")
+        })?;
+    let address = listener.local_addr()?;
+    Ok((listener, address))
+}
+
+/// The body of a JSON response, for printing.
+pub fn pretty(body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value) => serde_json::to_string_pretty(&value).expect("JSON"),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mapping::{SelectionPattern, Template};
+
+    fn integration() -> Integration {
+        let prefixed = |status: u16| IntegrationResponse {
+            status,
+            pattern: Some(SelectionPattern::new(&format!("{status}: .*")).unwrap()),
+            template: Some(Template::parse("$input.path('$.errorMessage').substring(5)").unwrap()),
+        };
+        Integration {
+            uri: String::new(),
+            timeout: Duration::from_secs(29),
+            content_types: vec!["application/json".into()],
+            passthrough: "NEVER".into(),
+            responses: vec![
+                prefixed(404),
+                IntegrationResponse {
+                    status: 502,
+                    pattern: Some(SelectionPattern::new(r"(?!(?:404): )[\s\S]+").unwrap()),
+                    template: Some(
+                        Template::parse(
+                            r#"{"message": "failed", "request_id": "$context.requestId"}"#,
+                        )
+                        .unwrap(),
+                    ),
+                },
+            ],
+            default: Some(IntegrationResponse {
+                status: 200,
+                pattern: None,
+                template: None,
+            }),
+        }
+    }
+
+    async fn check(outcome: Outcome, status: u16, body: &str) {
+        let variables = BTreeMap::new();
+        let context = TemplateContext {
+            request_id: "gw-1",
+            stage: "staging",
+            http_method: "GET",
+            resource_path: "/x",
+            stage_variables: &variables,
+        };
+        let response = map_outcome(&integration(), &outcome, &context);
+        assert_eq!(response.status().as_u16(), status, "{outcome:?}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(String::from_utf8_lossy(&bytes), body, "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn outcomes_map_through_the_integration_responses() {
+        let error = |error_type: &str, message: &str| Outcome::FunctionError {
+            error_type: error_type.into(),
+            message: message.into(),
+        };
+        check(
+            Outcome::Response(br#"{"ok":true}"#.to_vec()),
+            200,
+            r#"{"ok":true}"#,
+        )
+        .await;
+        check(
+            error("NotFound", r#"404: {"message":"no \"x\""}"#),
+            404,
+            r#"{"message":"no \"x\""}"#,
+        )
+        .await;
+        check(
+            error(
+                "Runtime.ExitError",
+                "RequestId: r Error: Runtime exited with error: exit status 3",
+            ),
+            502,
+            r#"{"message": "failed", "request_id": "gw-1"}"#,
+        )
+        .await;
+        check(
+            Outcome::ServiceError("ResourceNotFoundException".into()),
+            500,
+            r#"{"message":"Internal server error"}"#,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unmatched_error_takes_the_default_response_as_api_gateway_does() {
+        let mut integration = integration();
+        integration.responses.truncate(1);
+        let variables = BTreeMap::new();
+        let context = TemplateContext {
+            request_id: "gw-1",
+            stage: "staging",
+            http_method: "GET",
+            resource_path: "/x",
+            stage_variables: &variables,
+        };
+        let outcome = Outcome::FunctionError {
+            error_type: "E".into(),
+            message: "boom".into(),
+        };
+        let response = map_outcome(&integration, &outcome, &context);
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&bytes).unwrap(),
+            json!({"errorMessage": "boom", "errorType": "E"})
+        );
+    }
+
+    #[test]
+    fn query_strings_decode_and_the_last_value_wins() {
+        let query = query_params("a=1&b=x%20y&a=2&flag&=v");
+        assert_eq!(query["a"], "2");
+        assert_eq!(query["b"], "x y");
+        assert_eq!(query["flag"], "");
+        assert_eq!(query[""], "v");
+    }
+}

@@ -1,0 +1,734 @@
+//! The local Lambda host: runs a function version's real `bootstrap` the
+//! way Lambda does, for `cargo xtask invoke` and the local API gateway.
+//!
+//! - The code is the built zip whose SHA-256 is the version's `CodeSha256`
+//!   (artifacts are content-addressed), unpacked once into a cache.
+//! - Each function version (code and configuration) has one execution
+//!   environment: one warm process, one invocation at a time; callers queue.
+//! - The process talks to the host through the Lambda Runtime API on its own
+//!   loopback port ([`runtime_api`]), with the environment Lambda sets plus
+//!   the function's configured variables.
+//! - An invocation past the function's timeout kills the process and fails
+//!   (`Sandbox.Timedout`); a process that exits fails its invocation
+//!   (`Runtime.ExitError`). Either way the next invocation starts a new one.
+//! - Every invocation is logged as Lambda logs it: `START`, the function's
+//!   own output, `END` and a `REPORT` line with durations and memory.
+
+mod runtime_api;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::artifact;
+use runtime_api::{Event, FromRuntime, RuntimeApi};
+
+/// Lambda's limit on a synchronous invocation's request and response payloads.
+pub const PAYLOAD_LIMIT: usize = 6_291_556;
+
+/// How long a new process may take to ask for its first invocation.
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One published version (or `$LATEST`) of a function, as Lambda's
+/// `GetFunctionConfiguration` describes it. A change to any field is a new
+/// execution environment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunctionVersion {
+    pub name: String,
+    pub version: String,
+    /// The unqualified function ARN.
+    pub arn: String,
+    /// Base64 SHA-256 of the deployment package.
+    pub code_sha256: String,
+    pub memory_mb: i32,
+    pub timeout: Duration,
+    pub environment: BTreeMap<String, String>,
+    pub region: String,
+}
+
+/// What an invocation produced, as Lambda's `Invoke` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The function's response payload.
+    Response(Vec<u8>),
+    /// A function error (`X-Amz-Function-Error`): its `errorType` and `errorMessage`.
+    FunctionError { error_type: String, message: String },
+    /// Lambda could not run the function at all (the `Invoke` call failed).
+    ServiceError(String),
+}
+
+impl Outcome {
+    fn function_error(error_type: &str, message: impl Into<String>) -> Outcome {
+        Outcome::FunctionError {
+            error_type: error_type.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The payload `Invoke` returns: the response, or the error document.
+    pub fn payload(&self) -> Vec<u8> {
+        match self {
+            Outcome::Response(body) => body.clone(),
+            Outcome::FunctionError {
+                error_type,
+                message,
+            } => serde_json::to_vec(&serde_json::json!({
+                "errorMessage": message,
+                "errorType": error_type,
+            }))
+            .expect("JSON of strings"),
+            Outcome::ServiceError(message) => message.clone().into_bytes(),
+        }
+    }
+}
+
+/// One invocation's result and its `REPORT`.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub outcome: Outcome,
+    /// `None` when no process ran (a service error).
+    pub report: Option<Report>,
+}
+
+/// What Lambda's `REPORT` line says about an invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub request_id: String,
+    pub duration: Duration,
+    /// Set on a cold start: how long the process took to ask for work.
+    pub init_duration: Option<Duration>,
+    pub memory_size_mb: i32,
+    /// Peak resident memory of the process (`VmHWM`), when it could be read.
+    pub max_memory_used_mb: Option<u64>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let billed = ms(self.duration + self.init_duration.unwrap_or_default()).ceil();
+        write!(
+            f,
+            "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {billed:.0} ms\t\
+             Memory Size: {} MB\tMax Memory Used: ",
+            self.request_id,
+            ms(self.duration),
+            self.memory_size_mb,
+        )?;
+        match self.max_memory_used_mb {
+            Some(mb) => write!(f, "{mb} MB")?,
+            None => f.write_str("? MB")?,
+        }
+        if let Some(init) = self.init_duration {
+            write!(f, "\tInit Duration: {:.2} ms", ms(init))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs function versions. Cheap to share: clone the `Arc`.
+pub struct Host {
+    code: CodeStore,
+    /// Variables the local stack adds to Lambda's (the emulator's endpoint,
+    /// fake credentials), under the function's own.
+    extra_env: Vec<(String, String)>,
+    environments: Mutex<HashMap<FunctionVersion, Arc<Environment>>>,
+}
+
+/// A function version's execution environment: at most one process, one
+/// invocation at a time.
+#[derive(Default)]
+struct Environment {
+    process: tokio::sync::Mutex<Option<Process>>,
+}
+
+impl Host {
+    /// A host running code from the zips in `artifacts`, unpacked under `cache`.
+    pub fn new(artifacts: PathBuf, cache: PathBuf, extra_env: Vec<(String, String)>) -> Arc<Host> {
+        Arc::new(Host {
+            code: CodeStore { artifacts, cache },
+            extra_env,
+            environments: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Invokes `function` with `payload`, as `invoked_arn` (the qualified
+    /// ARN the caller named). Runs to its end even if the caller stops
+    /// waiting, as Lambda does when an API Gateway integration times out.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        function: &FunctionVersion,
+        invoked_arn: String,
+        payload: Vec<u8>,
+    ) -> Invocation {
+        let request_id = new_request_id();
+        if payload.len() > PAYLOAD_LIMIT {
+            return Invocation {
+                outcome: Outcome::ServiceError(format!(
+                    "RequestEntityTooLargeException: request payload of {} bytes exceeds \
+                     the maximum of {PAYLOAD_LIMIT} bytes",
+                    payload.len()
+                )),
+                report: None,
+            };
+        }
+        let environment = self
+            .environments
+            .lock()
+            .expect("environments lock")
+            .entry(function.clone())
+            .or_default()
+            .clone();
+        let host = self.clone();
+        let function = function.clone();
+        let task = tokio::spawn(async move {
+            let mut process = environment.process.lock().await;
+            host.run(&function, &mut process, request_id, invoked_arn, payload)
+                .await
+        });
+        task.await.expect("an invocation task never panics")
+    }
+
+    /// Stops the processes of every function version `keep` rejects (a
+    /// version no stage serves any more).
+    pub fn retain(&self, keep: impl Fn(&FunctionVersion) -> bool) {
+        self.environments
+            .lock()
+            .expect("environments lock")
+            .retain(|function, _| keep(function));
+    }
+
+    async fn run(
+        &self,
+        function: &FunctionVersion,
+        slot: &mut Option<Process>,
+        request_id: String,
+        invoked_arn: String,
+        payload: Vec<u8>,
+    ) -> Invocation {
+        let label = format!("[{}:{}]", function.name, function.version);
+        let mut init_duration = None;
+        if let Some(process) = slot
+            && process.exited()
+        {
+            // It died between invocations: this one starts a new process.
+            *slot = None;
+        }
+        if slot.is_none() {
+            let mut process = match self.spawn(function, &label).await {
+                Ok(process) => process,
+                Err(err) => {
+                    eprintln!("{label} cannot start: {err:#}");
+                    return Invocation {
+                        outcome: Outcome::ServiceError(format!("{err:#}")),
+                        report: None,
+                    };
+                }
+            };
+            let ready = process.wait_ready(&request_id).await;
+            init_duration = Some(process.spawned_at.elapsed());
+            if let Err(outcome) = ready {
+                let report = Report {
+                    request_id: request_id.clone(),
+                    duration: Duration::ZERO,
+                    init_duration,
+                    memory_size_mb: function.memory_mb,
+                    max_memory_used_mb: process.max_memory_used_mb(),
+                };
+                eprintln!(
+                    "{label} INIT_REPORT failed: {:?}\n{label} {report}",
+                    outcome
+                );
+                return Invocation {
+                    outcome,
+                    report: Some(report),
+                };
+            }
+            *slot = Some(process);
+        }
+        let process = slot.as_mut().expect("a process is running");
+
+        eprintln!(
+            "{label} START RequestId: {request_id} Version: {}",
+            function.version
+        );
+        let started = Instant::now();
+        let deadline = SystemTime::now() + function.timeout;
+        let event = Event {
+            request_id: request_id.clone(),
+            payload,
+            deadline_ms: deadline
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            invoked_arn,
+        };
+        let (outcome, alive) = process
+            .invoke(event, started + function.timeout, function.timeout)
+            .await;
+        let report = Report {
+            request_id: request_id.clone(),
+            duration: started.elapsed(),
+            init_duration,
+            memory_size_mb: function.memory_mb,
+            max_memory_used_mb: process.max_memory_used_mb(),
+        };
+        if let Outcome::FunctionError {
+            error_type,
+            message,
+        } = &outcome
+        {
+            eprintln!("{label} {error_type}: {message}");
+        }
+        eprintln!("{label} END RequestId: {request_id}\n{label} {report}");
+        if !alive {
+            // Killed or exited: the next invocation starts a new process.
+            *slot = None;
+        }
+        Invocation {
+            outcome,
+            report: Some(report),
+        }
+    }
+
+    async fn spawn(&self, function: &FunctionVersion, label: &str) -> Result<Process> {
+        let code = self.code.clone();
+        let sha = function.code_sha256.clone();
+        let task_root = tokio::task::spawn_blocking(move || code.unpacked(&sha))
+            .await
+            .expect("unpacking never panics")?;
+        let (api, runtime) = RuntimeApi::start().await?;
+        let env = lambda_environment(function, &api.address, &task_root, &self.extra_env);
+        let spawned_at = Instant::now();
+        let mut child = Command::new(task_root.join(artifact::ENTRY))
+            .current_dir(&task_root)
+            .env_clear()
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", task_root.join(artifact::ENTRY).display()))?;
+        forward_lines(child.stdout.take(), label);
+        forward_lines(child.stderr.take(), label);
+        Ok(Process {
+            spawned_at,
+            pid: child.id(),
+            child,
+            api,
+            runtime,
+            max_memory_used_mb: None,
+        })
+    }
+}
+
+/// A running `bootstrap` and its Runtime API.
+struct Process {
+    /// When the process was started: its init phase runs from here to its first `/next`.
+    spawned_at: Instant,
+    child: Child,
+    pid: Option<u32>,
+    api: runtime_api::Handle,
+    runtime: mpsc::UnboundedReceiver<FromRuntime>,
+    max_memory_used_mb: Option<u64>,
+}
+
+impl Process {
+    /// Waits for the first `/next`: the end of the init phase. On failure,
+    /// the invocation's outcome (the process is gone or will be dropped).
+    async fn wait_ready(&mut self, request_id: &str) -> Result<(), Outcome> {
+        let timeout = tokio::time::sleep(INIT_TIMEOUT);
+        tokio::pin!(timeout);
+        loop {
+            tokio::select! {
+                message = self.runtime.recv() => match message {
+                    Some(FromRuntime::Next) => return Ok(()),
+                    Some(FromRuntime::InitError { error_type, message }) => {
+                        self.kill().await;
+                        return Err(Outcome::FunctionError { error_type, message });
+                    }
+                    Some(_) => {}
+                    None => return Err(Outcome::ServiceError("the Runtime API stopped".into())),
+                },
+                status = self.child.wait() => {
+                    return Err(Outcome::function_error(
+                        "Runtime.ExitError",
+                        format!("RequestId: {request_id} Error: Runtime exited with error: {}", exit_text(status)),
+                    ));
+                }
+                _ = &mut timeout => {
+                    self.kill().await;
+                    return Err(Outcome::function_error(
+                        "Runtime.InitTimeout",
+                        format!("RequestId: {request_id} Error: the runtime did not ask for an invocation within {} s", INIT_TIMEOUT.as_secs()),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Hands `event` to the runtime and waits for its answer, the process's
+    /// exit or the deadline. Also says whether the process survived.
+    async fn invoke(
+        &mut self,
+        event: Event,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> (Outcome, bool) {
+        let request_id = event.request_id.clone();
+        // Whatever the runtime said between invocations (its `/next`) is done with.
+        while self.runtime.try_recv().is_ok() {}
+        self.api.deliver(event);
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                message = self.runtime.recv() => match message {
+                    Some(FromRuntime::Response { request_id: id, body }) if id == request_id => {
+                        self.sample_memory();
+                        return (Outcome::Response(body), true);
+                    }
+                    Some(FromRuntime::Error { request_id: id, error_type, message }) if id == request_id => {
+                        self.sample_memory();
+                        return (Outcome::FunctionError { error_type, message }, true);
+                    }
+                    Some(FromRuntime::InitError { error_type, message }) => {
+                        self.kill().await;
+                        return (Outcome::FunctionError { error_type, message }, false);
+                    }
+                    Some(_) => {}
+                    None => return (Outcome::ServiceError("the Runtime API stopped".into()), false),
+                },
+                status = self.child.wait() => {
+                    return (Outcome::function_error(
+                        "Runtime.ExitError",
+                        format!("RequestId: {request_id} Error: Runtime exited with error: {}", exit_text(status)),
+                    ), false);
+                }
+                _ = &mut sleep => {
+                    self.sample_memory();
+                    self.kill().await;
+                    let now = humantime::format_rfc3339_millis(SystemTime::now());
+                    return (Outcome::function_error(
+                        "Sandbox.Timedout",
+                        format!("{now} {request_id} Task timed out after {:.2} seconds", timeout.as_secs_f64()),
+                    ), false);
+                }
+            }
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn sample_memory(&mut self) {
+        if let Some(mb) = self.pid.and_then(peak_rss_mb) {
+            self.max_memory_used_mb = Some(mb);
+        }
+    }
+
+    fn max_memory_used_mb(&mut self) -> Option<u64> {
+        self.sample_memory();
+        self.max_memory_used_mb
+    }
+
+    async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn exit_text(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            _ => status.to_string(),
+        },
+        Err(err) => err.to_string(),
+    }
+}
+
+/// The peak resident set size of `pid` in MB, Lambda's "Max Memory Used".
+fn peak_rss_mb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb.div_ceil(1024))
+}
+
+/// Copies a process's output to ours, line by line, labelled with the
+/// function version (Lambda sends both streams to the function's log).
+fn forward_lines(stream: Option<impl AsyncRead + Unpin + Send + 'static>, label: &str) {
+    let Some(stream) = stream else { return };
+    let label = label.to_owned();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{label} {line}");
+        }
+    });
+}
+
+/// The environment Lambda gives a function's process: its reserved
+/// variables, the function's configured variables (which cannot override
+/// them) and the local stack's `extra` ones (the function's take precedence).
+pub fn lambda_environment(
+    function: &FunctionVersion,
+    runtime_api: &str,
+    task_root: &Path,
+    extra: &[(String, String)],
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = extra.iter().cloned().collect();
+    env.extend(function.environment.clone());
+    let today = humantime::format_rfc3339(SystemTime::now()).to_string();
+    let stream = format!(
+        "{}/[{}]{}",
+        today[..10].replace('-', "/"),
+        function.version,
+        new_request_id().replace('-', "")
+    );
+    let task_root = task_root.display().to_string();
+    let reserved = [
+        ("AWS_LAMBDA_FUNCTION_NAME", function.name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", function.version.clone()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            function.memory_mb.to_string(),
+        ),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", function.name),
+        ),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", stream),
+        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_owned()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+        ("AWS_REGION", function.region.clone()),
+        ("AWS_DEFAULT_REGION", function.region.clone()),
+        ("LAMBDA_TASK_ROOT", task_root.clone()),
+        ("LAMBDA_RUNTIME_DIR", task_root),
+        ("_HANDLER", artifact::ENTRY.to_owned()),
+        ("TZ", ":UTC".to_owned()),
+        ("LANG", "en_US.UTF-8".to_owned()),
+        ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin".to_owned()),
+    ];
+    for (key, value) in reserved {
+        env.insert(key.to_owned(), value);
+    }
+    env
+}
+
+/// A request id in Lambda's format (a random UUID).
+pub fn new_request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // Two independently keyed SipHashes of a counter and the clock: unique
+    // and unpredictable enough for ids, without a UUID crate.
+    let mut halves = [0u64; 2];
+    for half in &mut halves {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        *half = hasher.finish();
+    }
+    let bits = (u128::from(halves[0]) << 64 | u128::from(halves[1])) & !(0xf000 << 64 | 0xc << 60)
+        | (0x4000 << 64 | 0x8 << 60);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// Deployment packages by `CodeSha256`: the zips `cargo xtask build` wrote
+/// (`<fn>-<sha256 hex>.zip`), unpacked once each under the cache.
+#[derive(Debug, Clone)]
+pub struct CodeStore {
+    pub artifacts: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl CodeStore {
+    /// The directory holding the unpacked package whose SHA-256 is
+    /// `code_sha256` (base64, as Lambda reports it).
+    pub fn unpacked(&self, code_sha256: &str) -> Result<PathBuf> {
+        use base64::Engine;
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(code_sha256)
+            .ok()
+            .filter(|digest| digest.len() == 32)
+            .with_context(|| format!("`{code_sha256}` is not a base64 SHA-256"))?;
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        let dir = self.cache.join(&hex);
+        if dir.join(artifact::ENTRY).is_file() {
+            return Ok(dir);
+        }
+        let suffix = format!("-{hex}.zip");
+        let zip = std::fs::read_dir(&self.artifacts)
+            .with_context(|| format!("reading {}", self.artifacts.display()))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .find(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.to_string_lossy().ends_with(&suffix))
+            })
+            .with_context(|| {
+                format!(
+                    "no zip with CodeSha256 {code_sha256} in {}: this code was not built here \
+                     (`cargo xtask build` the source it came from)",
+                    self.artifacts.display()
+                )
+            })?;
+        let bytes = std::fs::read(&zip)?;
+        if artifact::sha256(&bytes).base64 != code_sha256 {
+            bail!(
+                "{} does not hash to its name's SHA-256: rebuild it",
+                zip.display()
+            );
+        }
+        let staging = self.cache.join(format!(".{hex}.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging)?;
+        zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .and_then(|mut archive| archive.extract(&staging))
+            .with_context(|| format!("unpacking {}", zip.display()))?;
+        match std::fs::rename(&staging, &dir) {
+            Ok(()) => {}
+            // Another process unpacked the same package first.
+            Err(_) if dir.join(artifact::ENTRY).is_file() => {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+            Err(err) => return Err(err).context(format!("moving into {}", dir.display())),
+        }
+        Ok(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function() -> FunctionVersion {
+        FunctionVersion {
+            name: "app-status".into(),
+            version: "3".into(),
+            arn: "arn:aws:lambda:eu-west-1:123456789012:function:app-status".into(),
+            code_sha256: String::new(),
+            memory_mb: 256,
+            timeout: Duration::from_secs(3),
+            environment: BTreeMap::from([
+                ("TABLE".to_owned(), "t".to_owned()),
+                ("AWS_REGION".to_owned(), "us-west-2".to_owned()),
+            ]),
+            region: "eu-west-1".into(),
+        }
+    }
+
+    #[test]
+    fn the_environment_is_lambdas_and_the_functions_own() {
+        let extra = [
+            (
+                "AWS_ENDPOINT_URL".to_owned(),
+                "http://127.0.0.1:4566".to_owned(),
+            ),
+            ("TABLE".to_owned(), "overridden".to_owned()),
+        ];
+        let env = lambda_environment(&function(), "127.0.0.1:9001", Path::new("/code"), &extra);
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "app-status");
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_VERSION"], "3");
+        assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
+        assert_eq!(env["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
+        assert_eq!(env["LAMBDA_TASK_ROOT"], "/code");
+        assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/app-status");
+        assert!(env["AWS_LAMBDA_LOG_STREAM_NAME"].contains("/[3]"));
+        // The function's variables, which cannot override Lambda's, and
+        // which win over the local stack's.
+        assert_eq!(env["TABLE"], "t");
+        assert_eq!(env["AWS_REGION"], "eu-west-1");
+        assert_eq!(env["AWS_ENDPOINT_URL"], "http://127.0.0.1:4566");
+    }
+
+    #[test]
+    fn reports_read_like_lambdas() {
+        let mut report = Report {
+            request_id: "r-1".into(),
+            duration: Duration::from_micros(1_234),
+            init_duration: None,
+            memory_size_mb: 128,
+            max_memory_used_mb: Some(14),
+        };
+        assert_eq!(
+            report.to_string(),
+            "REPORT RequestId: r-1\tDuration: 1.23 ms\tBilled Duration: 2 ms\t\
+             Memory Size: 128 MB\tMax Memory Used: 14 MB"
+        );
+        report.init_duration = Some(Duration::from_micros(8_500));
+        assert!(report.to_string().ends_with(
+            "Billed Duration: 10 ms\tMemory Size: 128 MB\tMax Memory Used: 14 MB\tInit Duration: 8.50 ms"
+        ));
+    }
+
+    #[test]
+    fn request_ids_are_distinct_uuids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let groups: Vec<usize> = a.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
+        assert_eq!(&a[14..15], "4", "version 4: {a}");
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn code_is_found_by_its_sha256_and_checked() {
+        let root = std::env::temp_dir().join(format!("xtask-code-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("artifacts")).unwrap();
+        let zip = artifact::package(b"#!/bin/sh\necho hi\n").unwrap();
+        let digest = artifact::sha256(&zip);
+        std::fs::write(root.join(format!("artifacts/f-{}.zip", digest.hex)), &zip).unwrap();
+        let store = CodeStore {
+            artifacts: root.join("artifacts"),
+            cache: root.join("cache"),
+        };
+        let dir = store.unpacked(&digest.base64).unwrap();
+        let bootstrap = dir.join(artifact::ENTRY);
+        assert_eq!(std::fs::read(&bootstrap).unwrap(), b"#!/bin/sh\necho hi\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&bootstrap).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+
+        let other = artifact::sha256(b"other").base64;
+        let err = store.unpacked(&other).unwrap_err().to_string();
+        assert!(err.contains("was not built here"), "{err}");
+        assert!(store.unpacked("not base64!").is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

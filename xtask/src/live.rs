@@ -1,0 +1,237 @@
+//! What is applied to the local stack: Terraform's outputs (from its state)
+//! and, through the AWS APIs of the emulator, the live configuration of the
+//! functions, their aliases and versions, and the REST API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_lambda::error::ProvideErrorMetadata;
+use serde_json::Value;
+
+use crate::LocalDir;
+use crate::host::FunctionVersion;
+
+/// Terraform's outputs for the local stack, and where its artifacts are.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub api_id: String,
+    /// The API revision of the applied configuration (what staging serves).
+    pub api_revision: String,
+    pub region: String,
+    /// Function (manifest name) -> Lambda function name.
+    pub function_names: BTreeMap<String, String>,
+    /// The build directory the functions' zips came from.
+    pub artifacts_dir: PathBuf,
+}
+
+impl Applied {
+    pub fn read(local: &LocalDir) -> Result<Applied> {
+        let dir = local.terraform_dir();
+        let state = dir.join("terraform.tfstate");
+        let nothing = || {
+            format!(
+                "nothing is applied to the local stack ({} has no outputs): run `cargo xtask apply` \
+                 (or `cargo xtask dev`)",
+                state.display()
+            )
+        };
+        let text = std::fs::read_to_string(&state).with_context(nothing)?;
+        let state: Value = serde_json::from_str(&text).context("reading the Terraform state")?;
+        let output = |name: &str| state["outputs"][name]["value"].clone();
+        let text = |name: &str| output(name).as_str().map(str::to_owned);
+        let (Some(api_id), Some(api_revision), Some(region)) =
+            (text("api_id"), text("api_revision"), text("region"))
+        else {
+            bail!(nothing());
+        };
+        let function_names = serde_json::from_value(output("function_names"))
+            .context("the function_names output")?;
+        let vars = dir.join("local.auto.tfvars.json");
+        let vars: Value = serde_json::from_slice(
+            &std::fs::read(&vars).with_context(|| format!("reading {}", vars.display()))?,
+        )?;
+        let artifacts_dir = PathBuf::from(
+            vars["artifacts_dir"]
+                .as_str()
+                .context("local.auto.tfvars.json has no artifacts_dir")?,
+        );
+        Ok(Applied {
+            api_id,
+            api_revision,
+            region,
+            function_names,
+            artifacts_dir,
+        })
+    }
+
+    /// The Lambda name of `function`, a manifest name (`status`) or already
+    /// a Lambda name.
+    pub fn function_name(&self, function: &str) -> Result<String> {
+        if let Some(name) = self.function_names.get(function) {
+            return Ok(name.clone());
+        }
+        if self.function_names.values().any(|name| name == function) {
+            return Ok(function.to_owned());
+        }
+        let known: Vec<&str> = self.function_names.keys().map(String::as_str).collect();
+        bail!(
+            "no function `{function}` is applied: the functions are {}",
+            known.join(", ")
+        )
+    }
+}
+
+/// The local state file, whose changes mean Terraform changed something.
+pub fn state_file(local: &LocalDir) -> PathBuf {
+    local.terraform_dir().join("terraform.tfstate")
+}
+
+/// Whether a Terraform operation holds the local state (an apply under way).
+pub fn state_locked(local: &LocalDir) -> bool {
+    local
+        .terraform_dir()
+        .join(".terraform.tfstate.lock.info")
+        .exists()
+}
+
+/// Clients of the emulator's AWS APIs.
+#[derive(Clone)]
+pub struct Aws {
+    pub lambda: aws_sdk_lambda::Client,
+    pub apigateway: aws_sdk_apigateway::Client,
+}
+
+impl Aws {
+    pub async fn at(endpoint: &str, region: &str) -> Aws {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "local stack",
+            ))
+            .http_client(http_client())
+            .load()
+            .await;
+        Aws {
+            lambda: aws_sdk_lambda::Client::new(&config),
+            apigateway: aws_sdk_apigateway::Client::new(&config),
+        }
+    }
+
+    /// The version `qualifier` (an alias, a version or `$LATEST`) of
+    /// `function` names, with its configuration; `None` if there is no such
+    /// alias or version.
+    pub async fn function_version(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<FunctionVersion>> {
+        let is_version = qualifier == "$LATEST" || qualifier.bytes().all(|b| b.is_ascii_digit());
+        let version = if is_version {
+            qualifier.to_owned()
+        } else {
+            match self
+                .lambda
+                .get_alias()
+                .function_name(function)
+                .name(qualifier)
+                .send()
+                .await
+            {
+                Ok(alias) => alias
+                    .function_version
+                    .context("an alias without a version")?,
+                Err(err) if err.code() == Some("ResourceNotFoundException") => return Ok(None),
+                Err(err) => {
+                    return Err(aws_error(err))
+                        .with_context(|| format!("reading alias {function}:{qualifier}"));
+                }
+            }
+        };
+        let config = match self
+            .lambda
+            .get_function_configuration()
+            .function_name(function)
+            .qualifier(&version)
+            .send()
+            .await
+        {
+            Ok(config) => config,
+            Err(err) if err.code() == Some("ResourceNotFoundException") => return Ok(None),
+            Err(err) => {
+                return Err(aws_error(err))
+                    .with_context(|| format!("reading {function}:{version}"));
+            }
+        };
+        let arn = config.function_arn.clone().unwrap_or_default();
+        // The configuration's ARN is qualified for a published version.
+        let arn = match arn.rsplit_once(':') {
+            Some((unqualified, last)) if arn.matches(':').count() == 7 && last == version => {
+                unqualified.to_owned()
+            }
+            _ => arn,
+        };
+        let region = arn.split(':').nth(3).unwrap_or_default().to_owned();
+        Ok(Some(FunctionVersion {
+            name: config
+                .function_name
+                .clone()
+                .unwrap_or_else(|| function.to_owned()),
+            version: config.version.clone().unwrap_or(version),
+            arn,
+            code_sha256: config.code_sha256.clone().unwrap_or_default(),
+            memory_mb: config.memory_size.unwrap_or(128),
+            timeout: Duration::from_secs(config.timeout.unwrap_or(3).max(1) as u64),
+            environment: config
+                .environment
+                .and_then(|environment| environment.variables)
+                .map(|variables| variables.into_iter().collect())
+                .unwrap_or_default(),
+            region,
+        }))
+    }
+}
+
+/// The SDK's HTTP client: rustls on ring, as the functions use.
+fn http_client() -> aws_sdk_lambda::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// An SDK error with the service's code and message, not just "service error".
+pub fn aws_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    err: E,
+) -> anyhow::Error {
+    match (err.code(), err.message()) {
+        (Some(code), Some(message)) => anyhow::anyhow!("{code}: {message}"),
+        (Some(code), None) => anyhow::anyhow!("{code}"),
+        _ => anyhow::Error::new(err),
+    }
+}
+
+/// Where the host unpacks deployment packages.
+pub fn code_cache(local: &LocalDir) -> PathBuf {
+    local.0.join("lambda")
+}
+
+/// The variables the local stack adds to every function's environment: its
+/// AWS endpoint and credentials, standing in for the real ones.
+pub fn local_function_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "local"),
+        ("AWS_SECRET_ACCESS_KEY", "local"),
+        ("AWS_SESSION_TOKEN", "local"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect()
+}
