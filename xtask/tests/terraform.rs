@@ -7,135 +7,20 @@
 //! applied state). The stack lives in its own directories under
 //! `CARGO_TARGET_TMPDIR`, on a free port, and never touches `target/local`.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use serde_json::Value;
-
-/// A local stack of the test's own: `cargo xtask` with its own local and
-/// artifacts directories. Stops its emulator when dropped.
-struct Stack {
-    local: PathBuf,
-    artifacts: PathBuf,
-}
-
-impl Stack {
-    fn new(name: &str) -> Stack {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        Stack {
-            local: root.join("local"),
-            artifacts: root.join("lambda"),
-        }
-    }
-
-    fn xtask(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .env("XTASK_LOCAL_DIR", &self.local)
-            .env("XTASK_ARTIFACTS_DIR", &self.artifacts)
-            .output()
-            .unwrap();
-        eprintln!(
-            "$ cargo xtask {}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
-    }
-
-    /// `cargo xtask ARGS`, which must succeed; its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.xtask(args);
-        assert!(
-            output.status.success(),
-            "cargo xtask {} failed ({}):\n{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    fn terraform_json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["tf", "--"];
-        all.extend(args);
-        serde_json::from_str(&self.ok(&all)).unwrap()
-    }
-
-    /// What `terraform plan` would do: each changed resource's address and actions.
-    fn plan(&self) -> BTreeSet<(String, String)> {
-        let plan = self.local.join("test.tfplan");
-        let plan = plan.to_str().unwrap();
-        self.ok(&["tf", "--", "plan", "-input=false", &format!("-out={plan}")]);
-        let plan = self.terraform_json(&["show", "-json", plan]);
-        plan["resource_changes"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|change| {
-                let actions: Vec<&str> = change["change"]["actions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|action| action.as_str().unwrap())
-                    .collect();
-                (actions != ["no-op"] && actions != ["read"]).then(|| {
-                    (
-                        change["address"].as_str().unwrap().to_owned(),
-                        actions.join(","),
-                    )
-                })
-            })
-            .collect()
-    }
-
-    /// The applied resources, by address.
-    fn state(&self) -> Vec<Value> {
-        let state = self.terraform_json(&["show", "-json"]);
-        state["values"]["root_module"]["resources"]
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.xtask(&["emulator", "stop"]);
-    }
-}
+use support::{Stack, edit_manifest, with_routes};
 
 fn values<'a>(state: &'a [Value], address: &str) -> &'a Value {
     &state
         .iter()
         .find(|resource| resource["address"] == address)
         .unwrap_or_else(|| panic!("{address} is not in the state"))["values"]
-}
-
-fn edit_manifest(artifacts: &Path, edit: impl FnOnce(&mut Value)) {
-    let path = artifacts.join("manifest.json");
-    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    edit(&mut manifest);
-    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-}
-
-/// An override of `local.routes`: the table of `terraform/api.tf` plus one route.
-fn with_route(route: &str, function: &str) -> String {
-    let api = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../terraform/api.tf"))
-        .unwrap();
-    let start = api
-        .find("  routes = {\n")
-        .expect("api.tf has a routes table");
-    let end = start + api[start..].find("\n  }\n").expect("the routes table ends");
-    format!(
-        "locals {{\n{}\n    \"{route}\" = \"{function}\"\n  }}\n}}\n",
-        &api[start..end]
-    )
 }
 
 fn set(changes: &[(&str, &str)]) -> BTreeSet<(String, String)> {
@@ -257,7 +142,7 @@ fn terraform_on_the_emulator() {
     // staging redeployment. No other route's resources, nothing of prod.
     let route = "GET /user/{id}/history";
     let routes = stack.local.join("terraform/test_route_override.tf");
-    std::fs::write(&routes, with_route(route, "users")).unwrap();
+    std::fs::write(&routes, with_routes(&[(route, "users")])).unwrap();
     let changes = stack.plan();
     std::fs::remove_file(&routes).unwrap();
     let mut expected = vec![

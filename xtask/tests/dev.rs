@@ -1,0 +1,445 @@
+//! The local Lambda host and API gateway, end to end: `cargo xtask dev`
+//! serving what the real Terraform applied to the emulator, the real
+//! `bootstrap` binaries behind it, plain HTTP in front.
+//!
+//! The stack has two fixture functions besides the API's own (see
+//! `xtask/fixtures/`), routed by a Terraform override: `faulty` (a 2 s
+//! timeout; `/impatient/...` reaches it through a 300 ms integration
+//! timeout) and `crash-at-init`. One scenario on one stack, because an
+//! apply is the slow part.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Stack, edit_manifest, with_routes};
+
+/// `cargo xtask dev` running in the background; interrupted when dropped.
+struct Dev {
+    child: Child,
+    /// `127.0.0.1:PORT`
+    address: String,
+    log: std::path::PathBuf,
+}
+
+impl Dev {
+    fn start(stack: &Stack) -> Dev {
+        let log = stack.local.parent().unwrap().join("dev.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["dev", "--no-build", "--port", "0"])
+            .env("XTASK_LOCAL_DIR", &stack.local)
+            .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!(
+                    "cargo xtask dev stopped before serving:\n{}",
+                    std::fs::read_to_string(&log).unwrap()
+                );
+            };
+            println!("dev: {line}");
+            if let Some(rest) = line.split("API on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keep reading what it prints, so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Dev {
+            child,
+            address,
+            log,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        let body = body.unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.address,
+            body.len()
+        );
+        self.raw(request.as_bytes())
+    }
+
+    fn raw(&self, request: &[u8]) -> Reply {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream.write_all(request).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        Reply {
+            status,
+            head: head.to_ascii_lowercase(),
+            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+        }
+    }
+
+    /// `METHOD path` must answer `status`; its JSON body.
+    #[track_caller]
+    fn check(&self, method: &str, path: &str, body: Option<&str>, status: u16) -> Value {
+        let reply = self.call(method, path, body);
+        assert_eq!(
+            reply.status, status,
+            "{method} {path} answered {}: {}",
+            reply.status, reply.body
+        );
+        assert!(reply.head.contains("content-type: application/json"));
+        assert!(reply.head.contains("x-amzn-requestid: "));
+        reply.body
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // Interrupted as a user would (Ctrl-C), so it stops its functions.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        eprintln!(
+            "--- cargo xtask dev's log ---\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: Value,
+}
+
+/// Every route of the API and every error status its functions answer,
+/// on `stage`, with a user id of the test's choosing.
+fn check_routes(dev: &Dev, stage: &str, id: &str) {
+    let status = dev.check("GET", &format!("/{stage}/status"), None, 200);
+    assert_eq!(status["stage"], stage);
+    assert_eq!(status["alias"], stage);
+    assert_eq!(
+        dev.check("GET", &format!("/{stage}/health"), None, 200),
+        json!({"status": "ok"})
+    );
+
+    let user = format!("/{stage}/user/{id}");
+    let missing = dev.check("GET", &user, None, 404);
+    assert!(missing["message"].as_str().unwrap().contains("not found"));
+    let created = dev.check(
+        "POST",
+        &user,
+        Some(r#"{"name": "Ada \"the\" Countess"}"#),
+        200,
+    );
+    assert_eq!(
+        created,
+        json!({"id": id, "name": "Ada \"the\" Countess", "lock_version": 1})
+    );
+    assert_eq!(dev.check("GET", &user, None, 200), created);
+    let updated = dev.check(
+        "POST",
+        &user,
+        Some(r#"{"name": "Ada", "lock_version": 1}"#),
+        200,
+    );
+    assert_eq!(updated["lock_version"], 2);
+    // A stale write is a 409 with the current version, and changes nothing.
+    let stale = dev.check(
+        "POST",
+        &user,
+        Some(r#"{"name": "Eve", "lock_version": 1}"#),
+        409,
+    );
+    assert_eq!(stale["current_lock_version"], 2);
+    assert_eq!(dev.check("GET", &user, None, 200)["name"], "Ada");
+    // Bad input is a 400 and changes nothing.
+    dev.check("POST", &user, Some(r#"{"name": "Eve""#), 400);
+    dev.check("POST", &user, Some(r#"{"name": ""}"#), 400);
+    dev.check("GET", &format!("/{stage}/user/no!"), None, 400);
+    dev.check("DELETE", &user, None, 400);
+    dev.check("DELETE", &format!("{user}?lock_version=1"), None, 409);
+    assert_eq!(dev.check("GET", &user, None, 200)["lock_version"], 2);
+    assert_eq!(
+        dev.check("DELETE", &format!("{user}?lock_version=2"), None, 200),
+        json!({"id": id, "deleted": true})
+    );
+    dev.check("GET", &user, None, 404);
+
+    // Statuses only the fixture answers, through the same patterns.
+    for status in [400, 403, 404, 409, 500] {
+        let body = dev.check(
+            "GET",
+            &format!("/{stage}/fault/error-{status}"),
+            None,
+            status,
+        );
+        assert_eq!(body["message"], format!("asked for {status}"));
+    }
+    // API Gateway's own answers.
+    let forbidden = json!({"message": "Missing Authentication Token"});
+    assert_eq!(
+        dev.check("GET", &format!("/{stage}/nope"), None, 403),
+        forbidden
+    );
+    assert_eq!(
+        dev.check("PUT", &format!("/{stage}/status"), None, 403),
+        forbidden
+    );
+    assert_eq!(
+        dev.check("GET", &format!("/{stage}/user"), None, 403),
+        forbidden
+    );
+}
+
+/// Publishes `$LATEST` of `function` on the emulator; the new version.
+fn publish(stack: &Stack, function: &str) -> String {
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(stack.local.join("emulator.json")).unwrap()).unwrap();
+    let endpoint = record["endpoint"].as_str().unwrap().to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+                "local", "local", None, None, "test",
+            ))
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                    .build_https(),
+            )
+            .load()
+            .await;
+        aws_sdk_lambda::Client::new(&config)
+            .publish_version()
+            .function_name(format!("rust-lambda-api-{function}"))
+            .send()
+            .await
+            .unwrap()
+            .version
+            .unwrap()
+    })
+}
+
+/// Writes the local prod pin, as `publish` will, and applies it.
+fn pin_prod(stack: &Stack, functions: Value) {
+    let revision = stack.ok(&["tf", "--", "output", "-raw", "api_revision"]);
+    let pin = json!({ "prod_release": {
+        "release": 1, "note": "test", "functions": functions, "api_revision": revision,
+    }});
+    std::fs::write(
+        stack.local.join("terraform/prod.auto.tfvars.json"),
+        pin.to_string(),
+    )
+    .unwrap();
+    stack.ok(&["apply"]);
+}
+
+#[test]
+fn the_local_gateway_serves_what_terraform_applied() {
+    let stack = Stack::new("dev");
+    let artifacts = stack.artifacts.to_str().unwrap().to_owned();
+    stack.ok(&[
+        "build",
+        "--out-dir",
+        &artifacts,
+        "status",
+        "users",
+        "faulty",
+        "crash-at-init",
+    ]);
+    stack.ok(&["emulator", "start", "--port", "0"]);
+    let dir = stack.local.join("terraform");
+    std::fs::create_dir_all(&dir).unwrap();
+    let routes = with_routes(&[
+        ("GET /fault/{kind}", "faulty"),
+        ("GET /impatient/{kind}", "faulty"),
+        ("GET /init-crash", "crash-at-init"),
+    ]);
+    let overrides = r#"
+resource "aws_lambda_function" "this" {
+  timeout = each.key == "faulty" ? 2 : var.timeout
+}
+
+resource "aws_api_gateway_integration" "this" {
+  timeout_milliseconds = startswith(each.key, "GET /impatient/") ? 300 : 29000
+}
+"#;
+    std::fs::write(dir.join("test_faults_override.tf"), routes + overrides).unwrap();
+
+    let dev = Dev::start(&stack);
+
+    // Staging: every route and status. Prod has nothing published: its
+    // routes exist, their aliases do not.
+    check_routes(&dev, "staging", "ada00001");
+    assert_eq!(
+        dev.check("GET", "/staging/status", None, 200)["function_version"],
+        "$LATEST"
+    );
+    assert_eq!(
+        dev.check("GET", "/prod/status", None, 500),
+        json!({"message": "Internal server error"})
+    );
+    dev.check("GET", "/prod/nope", None, 403);
+    assert_eq!(
+        dev.check("GET", "/qa/status", None, 403),
+        json!({"message": "Forbidden"})
+    );
+
+    // What API Gateway refuses before any function runs, changing nothing.
+    dev.check(
+        "POST",
+        "/staging/user/grace001",
+        Some(r#"{"name": "Grace"}"#),
+        200,
+    );
+    let too_long = format!(
+        "POST /staging/user/grace001 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        10 * 1024 * 1024 + 1
+    );
+    assert_eq!(dev.raw(too_long.as_bytes()).status, 413);
+    let text = "POST /staging/user/grace001 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+                Content-Length: 2\r\nConnection: close\r\n\r\nhi";
+    let unsupported = dev.raw(text.as_bytes());
+    assert_eq!(unsupported.status, 415);
+    assert_eq!(
+        unsupported.body,
+        json!({"message": "Unsupported Media Type"})
+    );
+    let grace = dev.check("GET", "/staging/user/grace001", None, 200);
+    assert_eq!(
+        (grace["name"].as_str(), grace["lock_version"].as_u64()),
+        (Some("Grace"), Some(1))
+    );
+
+    // Faults: each answers its status, and the next request works.
+    // `ok` tells how many invocations its process has served.
+    let invocations = || {
+        let body = dev.check("GET", "/staging/fault/ok", None, 200);
+        body["invocations"].as_u64().unwrap()
+    };
+    let failed = json!("the function failed without an API error: see its logs");
+    // A panic is the runtime's invocation error; the process lives on.
+    let before = invocations();
+    assert_eq!(
+        dev.check("GET", "/staging/fault/panic", None, 502)["message"],
+        failed
+    );
+    assert_eq!(invocations(), before + 2);
+    // A process that dies mid-request: 502, and a new process next time.
+    assert_eq!(
+        dev.check("GET", "/staging/fault/exit", None, 502)["message"],
+        failed
+    );
+    assert_eq!(invocations(), 1);
+    // Past the function's 2 s timeout: killed, 502, a new process.
+    let started = Instant::now();
+    dev.check("GET", "/staging/fault/sleep", None, 502);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_eq!(invocations(), 1);
+    // An answer over Lambda's 6 MB: 502.
+    dev.check("GET", "/staging/fault/huge", None, 502);
+    invocations();
+    // Past the integration's 300 ms timeout: API Gateway's 504, while the
+    // function runs on to its own timeout (and is then replaced).
+    let started = Instant::now();
+    assert_eq!(
+        dev.check("GET", "/staging/impatient/sleep", None, 504),
+        json!({"message": "Endpoint request timed out"})
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(invocations(), 1);
+    // A function that cannot initialise: 502 every time, the rest unharmed.
+    dev.check("GET", "/staging/init-crash", None, 502);
+    dev.check("GET", "/staging/health", None, 200);
+    dev.check("GET", "/staging/init-crash", None, 502);
+
+    // The host, without the gateway: one event, its REPORT.
+    let invoked = stack.xtask(&["invoke", "status", "--event", "status"]);
+    assert!(invoked.status.success());
+    let result: Value = serde_json::from_slice(&invoked.stdout).unwrap();
+    assert_eq!(result["function_version"], "$LATEST");
+    let log = String::from_utf8_lossy(&invoked.stderr);
+    assert!(log.contains("REPORT RequestId: "), "{log}");
+    assert!(log.contains("Init Duration: "), "{log}");
+    let not_yet = stack.xtask(&["invoke", "status", "--event", "status", "--alias", "prod"]);
+    assert!(!not_yet.status.success());
+    assert!(String::from_utf8_lossy(&not_yet.stderr).contains("has no `prod`"));
+
+    // Publish version 1 of every function and pin prod to it: /prod serves
+    // it, on its own table, without restarting the gateway.
+    let v1: Vec<String> = ["status", "users", "faulty"]
+        .iter()
+        .map(|function| publish(&stack, function))
+        .collect();
+    assert_eq!(v1, ["1", "1", "1"]);
+    pin_prod(&stack, json!({"status": "1", "users": "1", "faulty": "1"}));
+    check_routes(&dev, "prod", "bob00001");
+    check_routes(&dev, "staging", "bob00001");
+    assert_eq!(
+        dev.check("GET", "/prod/status", None, 200)["function_version"],
+        "1"
+    );
+    assert_eq!(
+        dev.check("GET", "/staging/status", None, 200)["function_version"],
+        "$LATEST"
+    );
+    dev.check(
+        "POST",
+        "/prod/user/carol001",
+        Some(r#"{"name": "Carol"}"#),
+        200,
+    );
+    dev.check("GET", "/staging/user/carol001", None, 404);
+
+    // New code for status (the fixture's zip stands in for a rebuild):
+    // staging runs it at once, prod keeps version 1 until pinned to 2.
+    edit_manifest(&stack.artifacts, |manifest| {
+        manifest["functions"]["status"] = manifest["functions"]["faulty"].clone();
+    });
+    stack.ok(&["apply"]);
+    assert_eq!(
+        dev.check("GET", "/staging/status", None, 200)["fixture"],
+        "faulty"
+    );
+    let prod = dev.check("GET", "/prod/status", None, 200);
+    assert_eq!(
+        (prod["status"].as_str(), prod["function_version"].as_str()),
+        (Some("ok"), Some("1"))
+    );
+    assert_eq!(publish(&stack, "status"), "2");
+    pin_prod(&stack, json!({"status": "2", "users": "1", "faulty": "1"}));
+    let prod = dev.check("GET", "/prod/status", None, 200);
+    assert_eq!(prod["fixture"], "faulty");
+    assert_eq!(prod["function_version"], "2");
+    assert!(
+        prod["invoked_function_arn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":prod")
+    );
+
+    // Terraform agrees nothing is left to do.
+    let plan = stack.xtask(&["tf", "--", "plan", "-input=false", "-detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0));
+    drop(dev);
+}
