@@ -478,6 +478,60 @@ mod tests {
         assert_eq!(percent_decode("%C3%A9"), "é");
     }
 
+    fn method(template: &str) -> aws_sdk_apigateway::types::Method {
+        use aws_sdk_apigateway::types::{
+            Integration as SdkIntegration, IntegrationResponse as SdkResponse, IntegrationType,
+            Method,
+        };
+        let response = |status: &str, pattern: Option<&str>, template: Option<&str>| {
+            SdkResponse::builder()
+                .status_code(status)
+                .set_selection_pattern(pattern.map(str::to_owned))
+                .set_response_templates(
+                    template.map(|t| [("application/json".to_owned(), t.to_owned())].into()),
+                )
+                .build()
+        };
+        Method::builder()
+            .authorization_type("NONE")
+            .method_integration(
+                SdkIntegration::builder()
+                    .r#type(IntegrationType::Aws)
+                    .uri("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:1:function:f:${stageVariables.stage}/invocations")
+                    .request_templates("application/json", template)
+                    .passthrough_behavior("NEVER")
+                    .timeout_in_millis(1000)
+                    .integration_responses("200", response("200", None, None))
+                    .integration_responses(
+                        "404",
+                        response("404", Some("404: .*"), Some("$input.path('$.errorMessage').substring(5)")),
+                    )
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn integrations_load_only_as_this_gateway_emulates_them() {
+        let loaded = integration(&method(REQUEST_TEMPLATE)).unwrap();
+        assert_eq!(loaded.timeout, Duration::from_secs(1));
+        assert_eq!(loaded.content_types, ["application/json"]);
+        assert_eq!(loaded.default.as_ref().unwrap().status, 200);
+        assert_eq!(loaded.responses.len(), 1);
+        assert_eq!(loaded.responses[0].status, 404);
+
+        let other = integration(&method(r#"{"method": "$context.httpMethod"}"#)).unwrap_err();
+        assert!(
+            format!("{other:#}").contains(
+                "request template for application/json is not the one this gateway builds"
+            ),
+            "{other:#}"
+        );
+        let mut iam = method(REQUEST_TEMPLATE);
+        iam.authorization_type = Some("AWS_IAM".into());
+        assert!(integration(&iam).is_err());
+    }
+
     #[test]
     fn uris_name_a_function_and_a_qualifier() {
         let variables = BTreeMap::from([("stage".to_owned(), "prod".to_owned())]);
