@@ -279,12 +279,17 @@ impl Host {
             memory_size_mb: function.memory_mb,
             max_memory_used_mb: process.max_memory_used_mb(),
         };
+        // Lambda logs the failures it causes itself (a timeout, an exit),
+        // not the errors the runtime reports.
         if let Outcome::FunctionError {
             error_type,
             message,
         } = &outcome
+            && ["Sandbox.", "Runtime.", "Function."]
+                .iter()
+                .any(|prefix| error_type.starts_with(prefix))
         {
-            eprintln!("{label} {error_type}: {message}");
+            eprintln!("{label} {message} {error_type}");
         }
         eprintln!("{label} END RequestId: {request_id}\n{label} {report}");
         if !alive {
