@@ -200,8 +200,9 @@ fn check_routes(dev: &Dev, stage: &str, id: &str) {
     );
 }
 
-/// Publishes `$LATEST` of `function` on the emulator; the new version.
-fn publish(stack: &Stack, function: &str) -> String {
+/// A runtime and an SDK configuration for the stack's emulator.
+fn emulator_sdk(stack: &Stack) -> (tokio::runtime::Runtime, aws_config::SdkConfig) {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     let record: Value =
         serde_json::from_slice(&std::fs::read(stack.local.join("emulator.json")).unwrap()).unwrap();
     let endpoint = record["endpoint"].as_str().unwrap().to_owned();
@@ -209,9 +210,8 @@ fn publish(stack: &Stack, function: &str) -> String {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let config = runtime.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(endpoint)
             .credentials_provider(aws_sdk_lambda::config::Credentials::new(
@@ -222,8 +222,15 @@ fn publish(stack: &Stack, function: &str) -> String {
                     .tls_provider(Provider::Rustls(CryptoMode::Ring))
                     .build_https(),
             )
-            .load()
-            .await;
+            .load(),
+    );
+    (runtime, config)
+}
+
+/// Publishes `$LATEST` of `function` on the emulator; the new version.
+fn publish(stack: &Stack, function: &str) -> String {
+    let (runtime, config) = emulator_sdk(stack);
+    runtime.block_on(async {
         aws_sdk_lambda::Client::new(&config)
             .publish_version()
             .function_name(format!("rust-lambda-api-{function}"))
@@ -233,6 +240,48 @@ fn publish(stack: &Stack, function: &str) -> String {
             .version
             .unwrap()
     })
+}
+
+/// Adds `GET /` behind Terraform's back, with a request template of its own.
+fn add_root_method_with_another_template(stack: &Stack) {
+    use aws_sdk_apigateway::types::IntegrationType;
+    let api_id = stack.ok(&["tf", "--", "output", "-raw", "api_id"]);
+    let (runtime, config) = emulator_sdk(stack);
+    runtime.block_on(async {
+        let client = aws_sdk_apigateway::Client::new(&config);
+        let resources = client.get_resources().rest_api_id(&api_id).send().await.unwrap();
+        let root = resources
+            .items()
+            .iter()
+            .find(|resource| resource.path() == Some("/"))
+            .and_then(|resource| resource.id())
+            .unwrap()
+            .to_owned();
+        client
+            .put_method()
+            .rest_api_id(&api_id)
+            .resource_id(&root)
+            .http_method("GET")
+            .authorization_type("NONE")
+            .send()
+            .await
+            .unwrap();
+        client
+            .put_integration()
+            .rest_api_id(&api_id)
+            .resource_id(&root)
+            .http_method("GET")
+            .r#type(IntegrationType::Aws)
+            .integration_http_method("POST")
+            .uri(
+                "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/\
+                 arn:aws:lambda:us-east-1:123456789012:function:rust-lambda-api-status:${stageVariables.stage}/invocations",
+            )
+            .request_templates("application/json", r#"{"method": "$context.httpMethod"}"#)
+            .send()
+            .await
+            .unwrap();
+    });
 }
 
 /// Writes the local prod pin, as `publish` will, and applies it.
@@ -442,4 +491,18 @@ resource "aws_api_gateway_integration" "this" {
     let plan = stack.xtask(&["tf", "--", "plan", "-input=false", "-detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0));
     drop(dev);
+
+    // An integration with a request template of its own: the gateway
+    // refuses to start rather than send a function an envelope that
+    // template would not have made.
+    add_root_method_with_another_template(&stack);
+    let refused = stack.xtask(&["dev", "--no-build", "--port", "0"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("the local gateway refuses to serve this API")
+            && stderr.contains("cannot serve `GET /`")
+            && stderr.contains("request template for application/json is not the one"),
+        "{stderr}"
+    );
 }
