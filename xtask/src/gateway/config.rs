@@ -241,6 +241,7 @@ pub async fn load(aws: &Aws, applied: &Applied) -> Result<Api> {
             methods,
         });
     }
+    routes.resources.sort_by(|a, b| a.path.cmp(&b.path));
     let routes = Arc::new(routes);
 
     let deployments = aws
