@@ -241,10 +241,14 @@ impl Host {
                     memory_size_mb: function.memory_mb,
                     max_memory_used_mb: process.max_memory_used_mb(),
                 };
-                eprintln!(
-                    "{label} INIT_REPORT failed: {:?}\n{label} {report}",
-                    outcome
-                );
+                let why = match &outcome {
+                    Outcome::FunctionError {
+                        error_type,
+                        message,
+                    } => format!("{message} {error_type}"),
+                    other => format!("{other:?}"),
+                };
+                eprintln!("{label} INIT failed: {why}\n{label} {report}");
                 return Invocation {
                     outcome,
                     report: Some(report),
