@@ -68,6 +68,13 @@ pub fn apply(sh: &Shell, local: &LocalDir, args: ApplyArgs) -> Result<()> {
             .args(auto_approve)
             .run()
             .context("terraform apply failed (above)")?;
+        if !terraform.aws {
+            // The emulator keeps no deployment snapshots; the local gateway
+            // serves a stage left at this revision from this copy.
+            if let Err(err) = crate::gateway::config::record_applied(local) {
+                eprintln!("warning: the applied API configuration was not recorded: {err:#}");
+            }
+        }
     }
     Ok(())
 }
@@ -344,8 +351,8 @@ impl LocalDir {
         self.0.join("terraform")
     }
 
-    /// Forgets the local stack's infrastructure (its state and prod pin), for
-    /// a new, empty emulator.
+    /// Forgets the local stack's infrastructure (its state, prod pin and
+    /// recorded API configurations), for a new, empty emulator.
     pub fn reset(&self) -> Result<()> {
         fs::create_dir_all(&self.0)?;
         let dir = self.terraform_dir();
@@ -354,6 +361,11 @@ impl LocalDir {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
                 _ => {}
             }
+        }
+        // The API configurations the gateway recorded were this world's.
+        match fs::remove_dir_all(self.0.join("gateway")) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+            _ => {}
         }
         Ok(())
     }

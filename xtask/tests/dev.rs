@@ -487,6 +487,30 @@ resource "aws_api_gateway_integration" "this" {
             .ends_with(":prod")
     );
 
+    // A new route, applied but not published: staging serves it, prod
+    // keeps serving the API revision it was deployed at.
+    let more_routes = with_routes(&[
+        ("GET /fault/{kind}", "faulty"),
+        ("GET /impatient/{kind}", "faulty"),
+        ("GET /init-crash", "crash-at-init"),
+        ("GET /later/{kind}", "faulty"),
+    ]);
+    std::fs::write(dir.join("test_faults_override.tf"), more_routes + overrides).unwrap();
+    stack.ok(&["apply"]);
+    assert_eq!(
+        dev.check("GET", "/staging/later/ok", None, 200)["fixture"],
+        "faulty"
+    );
+    assert_eq!(
+        dev.check("GET", "/prod/later/ok", None, 403),
+        json!({"message": "Missing Authentication Token"})
+    );
+    assert_eq!(
+        dev.check("GET", "/prod/status", None, 200)["function_version"],
+        "2"
+    );
+    dev.check("GET", "/prod/fault/error-409", None, 409);
+
     // Terraform agrees nothing is left to do.
     let plan = stack.xtask(&["tf", "--", "plan", "-input=false", "-detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0));

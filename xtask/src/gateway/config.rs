@@ -9,12 +9,15 @@
 //! outside [`mapping`]'s subset), naming the route.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 
 use super::mapping::{SelectionPattern, Template};
+use crate::LocalDir;
 use crate::host::FunctionVersion;
 use crate::live::{Applied, Aws, aws_error};
 
@@ -212,37 +215,164 @@ pub fn lambda_target(uri: &str) -> Result<(String, String)> {
     }
 }
 
-/// Reads the applied API from the emulator.
-pub async fn load(aws: &Aws, applied: &Applied) -> Result<Api> {
-    let api_id = &applied.api_id;
-    let resources = aws
-        .apigateway
-        .get_resources()
-        .rest_api_id(api_id)
-        .embed("methods")
-        .limit(500)
-        .send()
-        .await
-        .map_err(aws_error)
-        .with_context(|| format!("reading the resources of REST API {api_id}"))?;
-    let mut routes = Routes::default();
-    for resource in resources.items.unwrap_or_default() {
-        let path = resource.path.clone().unwrap_or_default();
-        let mut methods = BTreeMap::new();
-        for (http_method, method) in resource.resource_methods.unwrap_or_default() {
-            let route = format!("{http_method} {path}");
-            let integration = integration(&method)
-                .with_context(|| format!("the local gateway cannot serve `{route}`"))?;
-            methods.insert(http_method, integration);
+/// The API configuration a deployment snapshots: every resource with its
+/// methods, integrations and integration responses, as API Gateway reports
+/// them. The emulator keeps only the current one, so the gateway keeps a
+/// copy per API revision ([`record`]) to serve a stage deployed at an older
+/// revision, as API Gateway serves a deployment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub resources: Vec<SnapshotResource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotResource {
+    pub path: String,
+    pub methods: BTreeMap<String, SnapshotMethod>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotMethod {
+    pub authorization: String,
+    pub api_key_required: bool,
+    pub integration_type: Option<String>,
+    pub uri: Option<String>,
+    pub request_templates: BTreeMap<String, String>,
+    pub passthrough: Option<String>,
+    pub timeout_ms: i32,
+    /// By status: selection pattern and (`application/json`) template.
+    pub responses: BTreeMap<String, (Option<String>, Option<String>)>,
+}
+
+impl Snapshot {
+    /// The API configuration the emulator holds now.
+    pub async fn read(aws: &Aws, api_id: &str) -> Result<Snapshot> {
+        let resources = aws
+            .apigateway
+            .get_resources()
+            .rest_api_id(api_id)
+            .embed("methods")
+            .limit(500)
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("reading the resources of REST API {api_id}"))?;
+        let mut snapshot = Snapshot::default();
+        for resource in resources.items.unwrap_or_default() {
+            let methods = resource
+                .resource_methods
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(http_method, method)| (http_method, SnapshotMethod::from(&method)))
+                .collect();
+            snapshot.resources.push(SnapshotResource {
+                path: resource.path.unwrap_or_default(),
+                methods,
+            });
         }
-        routes.resources.push(Resource {
-            segments: segments(&path),
-            path,
-            methods,
-        });
+        snapshot.resources.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(snapshot)
     }
-    routes.resources.sort_by(|a, b| a.path.cmp(&b.path));
-    let routes = Arc::new(routes);
+
+    /// The routes it describes; an error names a route this gateway does
+    /// not emulate.
+    pub fn routes(&self) -> Result<Routes> {
+        let mut routes = Routes::default();
+        for resource in &self.resources {
+            let mut methods = BTreeMap::new();
+            for (http_method, method) in &resource.methods {
+                let integration = integration(method).with_context(|| {
+                    format!(
+                        "the local gateway cannot serve `{http_method} {}`",
+                        resource.path
+                    )
+                })?;
+                methods.insert(http_method.clone(), integration);
+            }
+            routes.resources.push(Resource {
+                segments: segments(&resource.path),
+                path: resource.path.clone(),
+                methods,
+            });
+        }
+        Ok(routes)
+    }
+
+    fn path(local: &LocalDir, revision: &str) -> PathBuf {
+        local
+            .0
+            .join("gateway/revisions")
+            .join(format!("{revision}.json"))
+    }
+
+    /// Keeps this configuration as the one of API `revision`.
+    pub fn record(&self, local: &LocalDir, revision: &str) -> Result<()> {
+        let path = Snapshot::path(local, revision);
+        std::fs::create_dir_all(path.parent().expect("a revision file has a directory"))?;
+        let temporary = path.with_extension("json.tmp");
+        std::fs::write(&temporary, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&temporary, &path)?;
+        Ok(())
+    }
+
+    /// The configuration recorded for API `revision`, if any.
+    pub fn recorded(local: &LocalDir, revision: &str) -> Result<Option<Snapshot>> {
+        match std::fs::read(Snapshot::path(local, revision)) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+impl From<&aws_sdk_apigateway::types::Method> for SnapshotMethod {
+    fn from(method: &aws_sdk_apigateway::types::Method) -> SnapshotMethod {
+        let integration = method.method_integration();
+        SnapshotMethod {
+            authorization: method.authorization_type().unwrap_or("NONE").to_owned(),
+            api_key_required: method.api_key_required().unwrap_or(false),
+            integration_type: integration
+                .and_then(|i| i.r#type())
+                .map(|t| t.as_str().to_owned()),
+            uri: integration.and_then(|i| i.uri()).map(str::to_owned),
+            request_templates: integration
+                .and_then(|i| i.request_templates())
+                .map(|templates| templates.clone().into_iter().collect())
+                .unwrap_or_default(),
+            passthrough: integration
+                .and_then(|i| i.passthrough_behavior())
+                .map(str::to_owned),
+            timeout_ms: integration.map_or(29_000, |i| i.timeout_in_millis()),
+            responses: integration
+                .and_then(|i| i.integration_responses())
+                .into_iter()
+                .flatten()
+                .map(|(status, response)| {
+                    let template = response.response_templates().and_then(|templates| {
+                        templates
+                            .get("application/json")
+                            .or_else(|| templates.values().next())
+                            .cloned()
+                    });
+                    (
+                        status.clone(),
+                        (response.selection_pattern().map(str::to_owned), template),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads the applied API from the emulator, and records its configuration
+/// as the applied revision's.
+pub async fn load(aws: &Aws, applied: &Applied, local: &LocalDir) -> Result<Api> {
+    let api_id = &applied.api_id;
+    let current = Snapshot::read(aws, api_id).await?;
+    let routes = Arc::new(current.routes()?);
+    current
+        .record(local, &applied.api_revision)
+        .context("recording the API configuration")?;
 
     let deployments = aws
         .apigateway
@@ -280,22 +410,26 @@ pub async fn load(aws: &Aws, applied: &Applied) -> Result<Api> {
         let revision = revision_of(stage.deployment_id().unwrap_or_default());
         let variables: BTreeMap<String, String> =
             stage.variables.unwrap_or_default().into_iter().collect();
-        // The emulator keeps no snapshot per deployment: it has the applied
-        // configuration only, which is the stage's only at the same revision.
-        // (Before the first publish prod's revision is empty; it serves the
-        // applied routes, whose aliases do not exist yet.)
+        // A stage serves its deployment's revision: the applied one (or,
+        // before prod's first publish, no revision: the applied routes,
+        // whose aliases do not exist yet), else the recorded copy.
         let served = if revision == applied.api_revision || revision.is_empty() {
             Ok(routes.clone())
         } else {
-            Err(format!(
-                "stage `{name}` is deployed at API revision {revision}, but the emulator holds \
-                 revision {} only (it keeps no deployment snapshots): publish the current revision \
-                 to this stage",
-                applied.api_revision
-            ))
+            match Snapshot::recorded(local, &revision)? {
+                Some(snapshot) => snapshot
+                    .routes()
+                    .map(Arc::new)
+                    .map_err(|err| format!("{err:#}")),
+                None => Err(format!(
+                    "stage `{name}` is deployed at API revision {revision}, whose configuration \
+                     this local stack never recorded (it records the applied revision at every \
+                     local apply): publish the current revision to this stage"
+                )),
+            }
         };
         let mut targets = BTreeMap::new();
-        for resource in &routes.resources {
+        for resource in served.iter().flat_map(|routes| &routes.resources) {
             for integration in resource.methods.values() {
                 if !targets.contains_key(&integration.uri) {
                     let target = resolve_target(aws, &integration.uri, &variables).await?;
@@ -315,6 +449,23 @@ pub async fn load(aws: &Aws, applied: &Applied) -> Result<Api> {
         );
     }
     Ok(api)
+}
+
+/// After a local apply: record the applied API configuration under its
+/// revision, so the gateway can serve a stage later left at it.
+pub fn record_applied(local: &LocalDir) -> Result<()> {
+    let applied = Applied::read(local)?;
+    let emulator =
+        crate::emulator::Emulator::running(local)?.context("the AWS emulator is not running")?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let aws = Aws::at(&emulator.endpoint, &applied.region).await;
+            Snapshot::read(&aws, &applied.api_id)
+                .await?
+                .record(local, &applied.api_revision)
+        })
 }
 
 /// The function version an integration reaches from a stage; `Err` with the
@@ -341,28 +492,30 @@ async fn resolve_target(
     })
 }
 
-fn integration(method: &aws_sdk_apigateway::types::Method) -> Result<Integration> {
-    use aws_sdk_apigateway::types::IntegrationType;
-    let authorization = method.authorization_type().unwrap_or("NONE");
-    if authorization != "NONE" {
-        bail!("its authorization is {authorization}; only NONE is emulated");
+fn integration(method: &SnapshotMethod) -> Result<Integration> {
+    if method.authorization != "NONE" {
+        bail!(
+            "its authorization is {}; only NONE is emulated",
+            method.authorization
+        );
     }
-    if method.api_key_required() == Some(true) {
+    if method.api_key_required {
         bail!("it requires an API key, which is not emulated");
     }
-    let integration = method
-        .method_integration()
-        .context("the method has no integration")?;
-    if integration.r#type() != Some(&IntegrationType::Aws) {
+    let Some(kind) = &method.integration_type else {
+        bail!("the method has no integration");
+    };
+    if kind != "AWS" {
         bail!(
-            "its integration type is {:?}; only AWS (non-proxy Lambda) integrations are emulated",
-            integration.r#type()
+            "its integration type is {kind}; only AWS (non-proxy Lambda) integrations are emulated"
         );
     }
     // The URI is checked per stage, once its stage variables are resolved.
-    let uri = integration.uri().context("the integration has no URI")?;
-    let templates = integration.request_templates().cloned().unwrap_or_default();
-    for (content_type, template) in &templates {
+    let uri = method
+        .uri
+        .as_deref()
+        .context("the integration has no URI")?;
+    for (content_type, template) in &method.request_templates {
         if template != REQUEST_TEMPLATE {
             bail!(
                 "its request template for {content_type} is not the one this gateway builds \
@@ -372,30 +525,18 @@ fn integration(method: &aws_sdk_apigateway::types::Method) -> Result<Integration
     }
     let mut responses = Vec::new();
     let mut default = None;
-    let mut statuses: Vec<_> = integration
-        .integration_responses()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    statuses.sort_by(|a, b| a.0.cmp(&b.0));
-    for (status, response) in statuses {
+    for (status, (pattern, template)) in &method.responses {
         let code: u16 = status
             .parse()
             .with_context(|| format!("integration response status `{status}`"))?;
-        let template = response
-            .response_templates()
-            .and_then(|templates| {
-                templates
-                    .get("application/json")
-                    .or_else(|| templates.values().next())
-            })
+        let template = template
+            .as_deref()
             .filter(|template| !template.is_empty())
-            .map(|template| Template::parse(template))
+            .map(Template::parse)
             .transpose()
             .with_context(|| format!("the {status} response template"))?;
-        let pattern = response
-            .selection_pattern()
+        let pattern = pattern
+            .as_deref()
             .filter(|pattern| !pattern.is_empty())
             .map(SelectionPattern::new)
             .transpose()
@@ -413,12 +554,16 @@ fn integration(method: &aws_sdk_apigateway::types::Method) -> Result<Integration
     }
     Ok(Integration {
         uri: uri.to_owned(),
-        timeout: Duration::from_millis(integration.timeout_in_millis().max(50) as u64),
-        content_types: templates.keys().map(|t| t.to_ascii_lowercase()).collect(),
-        passthrough: integration
-            .passthrough_behavior()
-            .unwrap_or("WHEN_NO_MATCH")
-            .to_owned(),
+        timeout: Duration::from_millis(method.timeout_ms.max(50) as u64),
+        content_types: method
+            .request_templates
+            .keys()
+            .map(|t| t.to_ascii_lowercase())
+            .collect(),
+        passthrough: method
+            .passthrough
+            .clone()
+            .unwrap_or_else(|| "WHEN_NO_MATCH".to_owned()),
         responses,
         default,
     })
@@ -479,37 +624,27 @@ mod tests {
         assert_eq!(percent_decode("%C3%A9"), "é");
     }
 
-    fn method(template: &str) -> aws_sdk_apigateway::types::Method {
-        use aws_sdk_apigateway::types::{
-            Integration as SdkIntegration, IntegrationResponse as SdkResponse, IntegrationType,
-            Method,
-        };
-        let response = |status: &str, pattern: Option<&str>, template: Option<&str>| {
-            SdkResponse::builder()
-                .status_code(status)
-                .set_selection_pattern(pattern.map(str::to_owned))
-                .set_response_templates(
-                    template.map(|t| [("application/json".to_owned(), t.to_owned())].into()),
-                )
-                .build()
-        };
-        Method::builder()
-            .authorization_type("NONE")
-            .method_integration(
-                SdkIntegration::builder()
-                    .r#type(IntegrationType::Aws)
-                    .uri("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:1:function:f:${stageVariables.stage}/invocations")
-                    .request_templates("application/json", template)
-                    .passthrough_behavior("NEVER")
-                    .timeout_in_millis(1000)
-                    .integration_responses("200", response("200", None, None))
-                    .integration_responses(
-                        "404",
-                        response("404", Some("404: .*"), Some("$input.path('$.errorMessage').substring(5)")),
-                    )
-                    .build(),
-            )
-            .build()
+    fn method(template: &str) -> SnapshotMethod {
+        SnapshotMethod {
+            authorization: "NONE".into(),
+            integration_type: Some("AWS".into()),
+            uri: Some("arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:1:function:f:${stageVariables.stage}/invocations".into()),
+            request_templates: [("application/json".to_owned(), template.to_owned())].into(),
+            passthrough: Some("NEVER".into()),
+            timeout_ms: 1000,
+            responses: [
+                ("200".to_owned(), (None, None)),
+                (
+                    "404".to_owned(),
+                    (
+                        Some("404: .*".to_owned()),
+                        Some("$input.path('$.errorMessage').substring(5)".to_owned()),
+                    ),
+                ),
+            ]
+            .into(),
+            ..SnapshotMethod::default()
+        }
     }
 
     #[test]
@@ -529,8 +664,11 @@ mod tests {
             "{other:#}"
         );
         let mut iam = method(REQUEST_TEMPLATE);
-        iam.authorization_type = Some("AWS_IAM".into());
+        iam.authorization = "AWS_IAM".into();
         assert!(integration(&iam).is_err());
+        let mut proxy = method(REQUEST_TEMPLATE);
+        proxy.integration_type = Some("AWS_PROXY".into());
+        assert!(integration(&proxy).is_err());
     }
 
     #[test]

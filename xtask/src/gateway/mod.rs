@@ -408,7 +408,7 @@ fn stamp(local: &LocalDir) -> Option<(SystemTime, u64)> {
 
 async fn load(local: &LocalDir, aws: &Aws) -> Result<Api> {
     let applied = Applied::read(local)?;
-    config::load(aws, &applied).await
+    config::load(aws, &applied, local).await
 }
 
 /// One line per stage: what it serves.
