@@ -10,10 +10,9 @@ use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::LocalDir;
-use crate::emulator::Emulator;
 use crate::gateway::{self, Gateway};
-use crate::host::{Host, Outcome};
-use crate::live::{self, Applied, Aws};
+use crate::host::Outcome;
+use crate::live::{Applied, LocalStack};
 use crate::{build, terraform};
 
 #[derive(Debug, clap::Args)]
@@ -68,15 +67,9 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
 }
 
 async fn serve(local: &LocalDir, port: u16) -> Result<()> {
-    let applied = Applied::read(local)?;
-    let emulator = Emulator::running(local)?.context("the AWS emulator stopped")?;
-    let aws = Aws::at(&emulator.endpoint, &applied.region).await;
-    let host = Host::new(
-        applied.artifacts_dir.clone(),
-        live::code_cache(local),
-        live::local_function_env(&emulator.endpoint),
-    );
-    let gateway = Gateway::new(local, aws, host)
+    let stack = LocalStack::connect(local).await?;
+    let host = stack.host(local);
+    let gateway = Gateway::new(local, stack.aws, host)
         .await
         .context("the local gateway refuses to serve this API")?;
     let (listener, address) = gateway::bind(port).await?;
@@ -143,10 +136,9 @@ pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
         .unwrap_or_else(|| function.clone());
     let payload = read_event(&sh.current_dir(), &short, args.event.as_deref())?;
     runtime()?.block_on(async {
-        let emulator = Emulator::running(local)?
-            .context("the AWS emulator is not running: `cargo xtask dev` starts the local stack")?;
-        let aws = Aws::at(&emulator.endpoint, &applied.region).await;
-        let version = aws
+        let stack = LocalStack::connect(local).await?;
+        let version = stack
+            .aws
             .function_version(&function, &args.alias)
             .await?
             .with_context(|| {
@@ -155,11 +147,7 @@ pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
                     args.alias
                 )
             })?;
-        let host = Host::new(
-            applied.artifacts_dir.clone(),
-            live::code_cache(local),
-            live::local_function_env(&emulator.endpoint),
-        );
+        let host = stack.host(local);
         let invoked_arn = format!("{}:{}", version.arn, args.alias);
         let mut invocations = Vec::new();
         for _ in 0..args.repeat {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +12,7 @@ use aws_sdk_lambda::error::ProvideErrorMetadata;
 use serde_json::Value;
 
 use crate::LocalDir;
-use crate::host::FunctionVersion;
+use crate::host::{FunctionVersion, Host};
 
 /// Terraform's outputs for the local stack, and where its artifacts are.
 #[derive(Debug, Clone)]
@@ -217,21 +218,44 @@ pub fn aws_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'st
     }
 }
 
-/// Where the host unpacks deployment packages.
-pub fn code_cache(local: &LocalDir) -> PathBuf {
-    local.0.join("lambda")
+/// The local stack as applied: Terraform's outputs and the running
+/// emulator's AWS clients.
+pub struct LocalStack {
+    pub applied: Applied,
+    pub endpoint: String,
+    pub aws: Aws,
 }
 
-/// The variables the local stack adds to every function's environment: its
-/// AWS endpoint and credentials, standing in for the real ones.
-pub fn local_function_env(endpoint: &str) -> Vec<(String, String)> {
-    [
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_ACCESS_KEY_ID", "local"),
-        ("AWS_SECRET_ACCESS_KEY", "local"),
-        ("AWS_SESSION_TOKEN", "local"),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_owned(), value.to_owned()))
-    .collect()
+impl LocalStack {
+    pub async fn connect(local: &LocalDir) -> Result<LocalStack> {
+        let applied = Applied::read(local)?;
+        let emulator = crate::emulator::Emulator::running(local)?
+            .context("the AWS emulator is not running: `cargo xtask dev` starts the local stack")?;
+        let aws = Aws::at(&emulator.endpoint, &applied.region).await;
+        Ok(LocalStack {
+            applied,
+            endpoint: emulator.endpoint,
+            aws,
+        })
+    }
+
+    /// A Lambda host for its functions: code from the applied artifacts
+    /// directory, unpacked under `<local dir>/lambda`, and the emulator's
+    /// endpoint and fake credentials in every function's environment.
+    pub fn host(&self, local: &LocalDir) -> Arc<Host> {
+        let env = [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+            ("AWS_SESSION_TOKEN", "local"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+        Host::new(
+            self.applied.artifacts_dir.clone(),
+            local.0.join("lambda"),
+            env,
+        )
+    }
 }

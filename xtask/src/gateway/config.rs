@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::mapping::{SelectionPattern, Template};
 use crate::LocalDir;
 use crate::host::FunctionVersion;
-use crate::live::{Applied, Aws, aws_error};
+use crate::live::{Applied, Aws, LocalStack, aws_error};
 
 /// The request template whose envelope the gateway builds natively.
 pub const REQUEST_TEMPLATE: &str = include_str!("../../../terraform/templates/request.vtl");
@@ -454,17 +454,14 @@ pub async fn load(aws: &Aws, applied: &Applied, local: &LocalDir) -> Result<Api>
 /// After a local apply: record the applied API configuration under its
 /// revision, so the gateway can serve a stage later left at it.
 pub fn record_applied(local: &LocalDir) -> Result<()> {
-    let applied = Applied::read(local)?;
-    let emulator =
-        crate::emulator::Emulator::running(local)?.context("the AWS emulator is not running")?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async {
-            let aws = Aws::at(&emulator.endpoint, &applied.region).await;
-            Snapshot::read(&aws, &applied.api_id)
+            let stack = LocalStack::connect(local).await?;
+            Snapshot::read(&stack.aws, &stack.applied.api_id)
                 .await?
-                .record(local, &applied.api_revision)
+                .record(local, &stack.applied.api_revision)
         })
 }
 
