@@ -188,7 +188,7 @@ resource "aws_api_gateway_deployment" "staging" {
 
 resource "aws_api_gateway_deployment" "prod" {
   rest_api_id = aws_api_gateway_rest_api.this.id
-  description = "prod release ${var.prod_release.release} at API revision ${var.prod_release.api_revision}"
+  description = "prod at API revision ${var.prod_release.api_revision}"
 
   triggers = {
     revision = var.prod_release.api_revision
