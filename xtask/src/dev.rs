@@ -11,7 +11,7 @@ use xshell::Shell;
 
 use crate::LocalDir;
 use crate::gateway::{self, Gateway};
-use crate::host::Outcome;
+use crate::host::{Log, Outcome};
 use crate::live::{Applied, LocalStack};
 use crate::{build, terraform};
 
@@ -68,7 +68,7 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
 
 async fn serve(local: &LocalDir, port: u16) -> Result<()> {
     let stack = LocalStack::connect(local).await?;
-    let host = stack.host(local);
+    let host = stack.host(local, Log::stderr());
     let gateway = Gateway::new(local, stack.aws, host)
         .await
         .context("the local gateway refuses to serve this API")?;
@@ -147,7 +147,7 @@ pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
                     args.alias
                 )
             })?;
-        let host = stack.host(local);
+        let host = stack.host(local, Log::stderr());
         let invoked_arn = format!("{}:{}", version.arn, args.alias);
         let mut invocations = Vec::new();
         for _ in 0..args.repeat {

@@ -12,7 +12,7 @@ use aws_sdk_lambda::error::ProvideErrorMetadata;
 use serde_json::Value;
 
 use crate::LocalDir;
-use crate::host::{FunctionVersion, Host};
+use crate::host::{FunctionVersion, Host, Log};
 
 /// Terraform's outputs for the local stack, and where its artifacts are.
 #[derive(Debug, Clone)]
@@ -23,11 +23,15 @@ pub struct Applied {
     pub region: String,
     /// Function (manifest name) -> Lambda function name.
     pub function_names: BTreeMap<String, String>,
+    /// Stage -> its base URL.
+    pub invoke_urls: BTreeMap<String, String>,
     /// The build directory the functions' zips came from.
     pub artifacts_dir: PathBuf,
 }
 
 impl Applied {
+    /// The local stack's: its state's outputs, and the artifacts directory
+    /// its last apply used.
     pub fn read(local: &LocalDir) -> Result<Applied> {
         let dir = local.terraform_dir();
         let state = dir.join("terraform.tfstate");
@@ -40,15 +44,6 @@ impl Applied {
         };
         let text = std::fs::read_to_string(&state).with_context(nothing)?;
         let state: Value = serde_json::from_str(&text).context("reading the Terraform state")?;
-        let output = |name: &str| state["outputs"][name]["value"].clone();
-        let text = |name: &str| output(name).as_str().map(str::to_owned);
-        let (Some(api_id), Some(api_revision), Some(region)) =
-            (text("api_id"), text("api_revision"), text("region"))
-        else {
-            bail!(nothing());
-        };
-        let function_names = serde_json::from_value(output("function_names"))
-            .context("the function_names output")?;
         let vars = dir.join("local.auto.tfvars.json");
         let vars: Value = serde_json::from_slice(
             &std::fs::read(&vars).with_context(|| format!("reading {}", vars.display()))?,
@@ -58,11 +53,32 @@ impl Applied {
                 .as_str()
                 .context("local.auto.tfvars.json has no artifacts_dir")?,
         );
+        Applied::from_outputs(&state["outputs"], artifacts_dir).with_context(nothing)
+    }
+
+    /// From Terraform's outputs as the state holds them, or as `terraform
+    /// output -json` prints them (both `{"name": {"value": ...}}`).
+    pub fn from_outputs(outputs: &Value, artifacts_dir: PathBuf) -> Result<Applied> {
+        let output = |name: &str| -> Result<Value> {
+            match &outputs[name]["value"] {
+                Value::Null => bail!("the output `{name}` is missing"),
+                value => Ok(value.clone()),
+            }
+        };
+        let text = |name: &str| -> Result<String> {
+            output(name)?
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("the output `{name}` is not a string"))
+        };
         Ok(Applied {
-            api_id,
-            api_revision,
-            region,
-            function_names,
+            api_id: text("api_id")?,
+            api_revision: text("api_revision")?,
+            region: text("region")?,
+            function_names: serde_json::from_value(output("function_names")?)
+                .context("the function_names output")?,
+            invoke_urls: serde_json::from_value(output("invoke_urls")?)
+                .context("the invoke_urls output")?,
             artifacts_dir,
         })
     }
@@ -105,6 +121,7 @@ pub struct Aws {
 }
 
 impl Aws {
+    /// The emulator's, at `endpoint`, with fake credentials.
     pub async fn at(endpoint: &str, region: &str) -> Aws {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_owned()))
@@ -119,9 +136,24 @@ impl Aws {
             .http_client(http_client())
             .load()
             .await;
+        Aws::from_config(&config)
+    }
+
+    /// Real AWS in `region`, with the credentials the SDK finds (the
+    /// environment, `~/.aws`, SSO, an instance role...).
+    pub async fn in_region(region: &str) -> Aws {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .http_client(http_client())
+            .load()
+            .await;
+        Aws::from_config(&config)
+    }
+
+    fn from_config(config: &aws_config::SdkConfig) -> Aws {
         Aws {
-            lambda: aws_sdk_lambda::Client::new(&config),
-            apigateway: aws_sdk_apigateway::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::new(config),
+            apigateway: aws_sdk_apigateway::Client::new(config),
         }
     }
 
@@ -242,7 +274,7 @@ impl LocalStack {
     /// A Lambda host for its functions: code from the applied artifacts
     /// directory, unpacked under `<local dir>/lambda`, and the emulator's
     /// endpoint and fake credentials in every function's environment.
-    pub fn host(&self, local: &LocalDir) -> Arc<Host> {
+    pub fn host(&self, local: &LocalDir, log: Log) -> Arc<Host> {
         let env = [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", "local"),
@@ -256,6 +288,7 @@ impl LocalStack {
             self.applied.artifacts_dir.clone(),
             local.0.join("lambda"),
             env,
+            log,
         )
     }
 }

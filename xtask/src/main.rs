@@ -11,6 +11,7 @@ mod emulator;
 mod gateway;
 mod host;
 mod live;
+mod release;
 mod terraform;
 mod test;
 #[cfg(test)]
@@ -56,6 +57,16 @@ enum Command {
     Dev(dev::DevArgs),
     /// Invoke one function of the local stack with one event, on the local Lambda host.
     Invoke(dev::InvokeArgs),
+    /// Preview what applying would change: code sizes and hashes, alias moves, routes, redeployments (exit 2: changes pending).
+    Plan(release::plan::PlanArgs),
+    /// Run the smoke suite (events/smoke.json) against the staging stage and write the receipt `publish` requires.
+    Verify(release::verify::VerifyArgs),
+    /// Promote exactly what `verify` passed to prod: publish versions, write the prod pin, apply a prod-only plan.
+    Publish(release::publish::PublishArgs),
+    /// Move prod back to the previous release (or `--to` a named one), through the same checks as publish.
+    Rollback(release::publish::RollbackArgs),
+    /// Show per function the code of $LATEST, what staging and prod run, the pin, and any drift.
+    Status(release::status::StatusArgs),
 }
 
 /// The local stack's own directory (see `--local-dir`).
@@ -64,7 +75,7 @@ pub struct LocalDir(pub PathBuf);
 
 fn main() -> ExitCode {
     match run(Xtask::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // The chain of causes, without a backtrace: these are for users.
             eprintln!("error: {err:#}");
@@ -73,12 +84,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(flags: Xtask) -> Result<()> {
+fn run(flags: Xtask) -> Result<ExitCode> {
     // Relative to where the user stands, before moving to the root.
     let local = LocalDir(std::path::absolute(&flags.local_dir)?);
     let sh = Shell::new()?;
     sh.change_dir(project_root());
-    match flags.command {
+    let done = match flags.command {
+        Command::Plan(args) => return release::plan::run(&sh, &local, args),
+        Command::Verify(args) => release::verify::run(&sh, &local, args),
+        Command::Publish(args) => release::publish::publish(&sh, &local, args),
+        Command::Rollback(args) => release::publish::rollback(&sh, &local, args),
+        Command::Status(args) => release::status::run(&sh, &local, args),
         Command::Build(args) => build::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
         Command::Emulator(args) => emulator::run(&sh, &local, args),
@@ -86,7 +102,8 @@ fn run(flags: Xtask) -> Result<()> {
         Command::Tf(args) => terraform::tf(&sh, &local, args),
         Command::Dev(args) => dev::dev(&sh, &local, args),
         Command::Invoke(args) => dev::invoke(&sh, &local, args),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 /// The cargo that runs us (so `cargo +toolchain xtask` is honoured).

@@ -150,6 +150,17 @@ impl Terraform {
     /// emulator is started if need be and the working directory brought up
     /// to date with `terraform/`.
     pub fn new(sh: &Shell, local: &LocalDir, args: &TargetArgs) -> Result<Terraform> {
+        Terraform::set_up(sh, local, args, true)
+    }
+
+    /// Terraform for a target that must exist already: on the local stack,
+    /// a running emulator (a new one would be empty, and starting one
+    /// resets the local state).
+    pub fn existing(sh: &Shell, local: &LocalDir, args: &TargetArgs) -> Result<Terraform> {
+        Terraform::set_up(sh, local, args, false)
+    }
+
+    fn set_up(sh: &Shell, local: &LocalDir, args: &TargetArgs, start: bool) -> Result<Terraform> {
         let source = sh.current_dir().join("terraform");
         let artifacts = match &args.artifacts_dir {
             Some(dir) => std::path::absolute(dir)?,
@@ -175,7 +186,14 @@ impl Terraform {
                 plugin_dir: mirror,
             });
         }
-        let emulator = Emulator::ensure(sh, local)?;
+        let emulator = if start {
+            Emulator::ensure(sh, local)?
+        } else {
+            Emulator::running(local)?.context(
+                "the local stack is not running (no emulator): `cargo xtask dev` or `cargo xtask \
+                 apply` starts it, or pass --aws for AWS",
+            )?
+        };
         let dir = local.terraform_dir();
         sync_working_dir(&source, &dir, &emulator.endpoint, &artifacts)?;
         let mut env = Vec::new();
@@ -272,6 +290,9 @@ fn sync_working_dir(source: &Path, dir: &Path, endpoint: &str, artifacts: &Path)
 /// working directory for the local stack.
 pub const PIN_FILE: &str = "prod.auto.tfvars.json";
 
+/// The releases `publish` made (what `rollback` goes back to), beside the pin.
+pub const HISTORY_FILE: &str = "prod.releases.json";
+
 /// The prod pin before the first publish.
 const UNPUBLISHED_PIN: &str = r#"{
   "prod_release": {
@@ -351,21 +372,30 @@ impl LocalDir {
         self.0.join("terraform")
     }
 
-    /// Forgets the local stack's infrastructure (its state, prod pin and
-    /// recorded API configurations), for a new, empty emulator.
+    /// Forgets the local stack's infrastructure (its state, prod pin, release
+    /// history, recorded API configurations and verify receipt), for a new,
+    /// empty emulator.
     pub fn reset(&self) -> Result<()> {
         fs::create_dir_all(&self.0)?;
         let dir = self.terraform_dir();
-        for name in ["terraform.tfstate", "terraform.tfstate.backup", PIN_FILE] {
+        for name in [
+            "terraform.tfstate",
+            "terraform.tfstate.backup",
+            PIN_FILE,
+            HISTORY_FILE,
+        ] {
             match fs::remove_file(dir.join(name)) {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
                 _ => {}
             }
         }
-        // The API configurations the gateway recorded were this world's.
-        match fs::remove_dir_all(self.0.join("gateway")) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
-            _ => {}
+        // The API configurations the gateway recorded, and the verify
+        // receipt, were this world's.
+        for name in ["gateway", "release"] {
+            match fs::remove_dir_all(self.0.join(name)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+                _ => {}
+            }
         }
         Ok(())
     }

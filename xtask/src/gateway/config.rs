@@ -154,6 +154,28 @@ fn segments(path: &str) -> Vec<Segment> {
         .collect()
 }
 
+/// Whether `path` (`/user/ada00001`) falls on the resource `template`
+/// (`/user/{id}`).
+pub fn path_matches(template: &str, path: &str) -> bool {
+    let resource = Resource {
+        path: template.to_owned(),
+        segments: segments(template),
+        methods: BTreeMap::new(),
+    };
+    Routes {
+        resources: vec![resource],
+    }
+    .find(path)
+    .is_some()
+}
+
+/// The API revision a deployment was made at, from its description
+/// (`"staging at API revision R"`, as `terraform/api.tf` writes it).
+pub fn deployment_revision(description: &str) -> Option<String> {
+    let (_, revision) = description.split_once("at API revision ")?;
+    Some(revision.trim().to_owned()).filter(|revision| !revision.is_empty())
+}
+
 /// `%XX` escapes decoded (invalid ones kept as they are); `+` stays `+`.
 pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
@@ -389,8 +411,7 @@ pub async fn load(aws: &Aws, applied: &Applied, local: &LocalDir) -> Result<Api>
             .iter()
             .find(|deployment| deployment.id() == Some(deployment_id))
             .and_then(|deployment| deployment.description())
-            .and_then(|description| description.split_once("at API revision "))
-            .map(|(_, revision)| revision.trim().to_owned())
+            .and_then(deployment_revision)
             .unwrap_or_default()
     };
     let stages = aws

@@ -106,7 +106,10 @@ impl Gateway {
         let api = match load(&self.local, &self.aws).await {
             Ok(api) => {
                 let api = Arc::new(api);
-                eprintln!("==> reloaded the applied API: {}", summary(&api));
+                self.host.log.line(format_args!(
+                    "==> reloaded the applied API: {}",
+                    summary(&api)
+                ));
                 let served: Vec<_> = api
                     .stages
                     .values()
@@ -119,7 +122,9 @@ impl Gateway {
             }
             Err(err) => {
                 let err = format!("{err:#}");
-                eprintln!("==> cannot serve the applied API (every request answers 500): {err}");
+                self.host.log.line(format_args!(
+                    "==> cannot serve the applied API (every request answers 500): {err}"
+                ));
                 Err(err)
             }
         };
@@ -162,11 +167,11 @@ impl Gateway {
         let request_id = new_request_id();
         let line = format!("{} {}", request.method(), request.uri());
         let response = self.respond(request, &request_id).await;
-        eprintln!(
+        self.host.log.line(format_args!(
             "{line} -> {} ({:.1} ms)",
             response.status().as_u16(),
             started.elapsed().as_secs_f64() * 1000.0
-        );
+        ));
         let mut response = response;
         response.headers_mut().insert(
             "x-amzn-requestid",
@@ -195,7 +200,7 @@ impl Gateway {
         let routes = match &stage.routes {
             Ok(routes) => routes,
             Err(reason) => {
-                eprintln!("{stage_name}: {reason}");
+                self.host.log.line(format_args!("{stage_name}: {reason}"));
                 return internal_error();
             }
         };
@@ -264,7 +269,10 @@ impl Gateway {
         let target = match stage.targets.get(&integration.uri) {
             Some(Ok(target)) => target,
             Some(Err(reason)) => {
-                eprintln!("{stage_name} {method} {}: {reason}", resource.path);
+                self.host.log.line(format_args!(
+                    "{stage_name} {method} {}: {reason}",
+                    resource.path
+                ));
                 return internal_error();
             }
             None => return internal_error(),
@@ -276,11 +284,11 @@ impl Gateway {
         )
         .await;
         let Ok(invocation) = invocation else {
-            eprintln!(
+            self.host.log.line(format_args!(
                 "{stage_name} {method} {}: no answer within the integration timeout ({} ms)",
                 resource.path,
                 integration.timeout.as_millis()
-            );
+            ));
             return gateway_error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "Endpoint request timed out",

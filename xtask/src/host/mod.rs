@@ -135,6 +135,8 @@ impl fmt::Display for Report {
 /// Runs function versions. Cheap to share: clone the `Arc`.
 pub struct Host {
     code: CodeStore,
+    /// Where the functions' log lines and the host's own go.
+    pub log: Log,
     /// Variables the local stack adds to Lambda's (the emulator's endpoint,
     /// fake credentials), under the function's own.
     extra_env: Vec<(String, String)>,
@@ -150,9 +152,15 @@ struct Environment {
 
 impl Host {
     /// A host running code from the zips in `artifacts`, unpacked under `cache`.
-    pub fn new(artifacts: PathBuf, cache: PathBuf, extra_env: Vec<(String, String)>) -> Arc<Host> {
+    pub fn new(
+        artifacts: PathBuf,
+        cache: PathBuf,
+        extra_env: Vec<(String, String)>,
+        log: Log,
+    ) -> Arc<Host> {
         Arc::new(Host {
             code: CodeStore { artifacts, cache },
+            log,
             extra_env,
             environments: Mutex::new(HashMap::new()),
         })
@@ -224,7 +232,7 @@ impl Host {
             let mut process = match self.spawn(function, &label).await {
                 Ok(process) => process,
                 Err(err) => {
-                    eprintln!("{label} cannot start: {err:#}");
+                    self.log.line(format_args!("{label} cannot start: {err:#}"));
                     return Invocation {
                         outcome: Outcome::ServiceError(format!("{err:#}")),
                         report: None,
@@ -248,7 +256,8 @@ impl Host {
                     } => format!("{message} {error_type}"),
                     other => format!("{other:?}"),
                 };
-                eprintln!("{label} INIT failed: {why}\n{label} {report}");
+                self.log
+                    .line(format_args!("{label} INIT failed: {why}\n{label} {report}"));
                 return Invocation {
                     outcome,
                     report: Some(report),
@@ -258,10 +267,10 @@ impl Host {
         }
         let process = slot.as_mut().expect("a process is running");
 
-        eprintln!(
+        self.log.line(format_args!(
             "{label} START RequestId: {request_id} Version: {}",
             function.version
-        );
+        ));
         let started = Instant::now();
         let deadline = SystemTime::now() + function.timeout;
         let event = Event {
@@ -293,9 +302,12 @@ impl Host {
                 .iter()
                 .any(|prefix| error_type.starts_with(prefix))
         {
-            eprintln!("{label} {message} {error_type}");
+            self.log
+                .line(format_args!("{label} {message} {error_type}"));
         }
-        eprintln!("{label} END RequestId: {request_id}\n{label} {report}");
+        self.log.line(format_args!(
+            "{label} END RequestId: {request_id}\n{label} {report}"
+        ));
         if !alive {
             // Killed or exited: the next invocation starts a new process.
             *slot = None;
@@ -325,8 +337,8 @@ impl Host {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", task_root.join(artifact::ENTRY).display()))?;
-        forward_lines(child.stdout.take(), label);
-        forward_lines(child.stderr.take(), label);
+        forward_lines(child.stdout.take(), label, &self.log);
+        forward_lines(child.stderr.take(), label, &self.log);
         Ok(Process {
             spawned_at,
             pid: child.id(),
@@ -484,15 +496,48 @@ fn peak_rss_mb(pid: u32) -> Option<u64> {
 
 /// Copies a process's output to ours, line by line, labelled with the
 /// function version (Lambda sends both streams to the function's log).
-fn forward_lines(stream: Option<impl AsyncRead + Unpin + Send + 'static>, label: &str) {
+fn forward_lines(stream: Option<impl AsyncRead + Unpin + Send + 'static>, label: &str, log: &Log) {
     let Some(stream) = stream else { return };
     let label = label.to_owned();
+    let log = log.clone();
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{label} {line}");
+            log.line(format_args!("{label} {line}"));
         }
     });
+}
+
+/// Where log lines go: stderr (`cargo xtask dev`), or a file (`cargo xtask
+/// verify`, whose own output is its table).
+#[derive(Clone, Default)]
+pub struct Log(Option<Arc<Mutex<std::fs::File>>>);
+
+impl Log {
+    pub fn stderr() -> Log {
+        Log(None)
+    }
+
+    /// Appends to `path`, creating it.
+    pub fn file(path: &std::path::Path) -> Result<Log> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Log(Some(Arc::new(Mutex::new(file)))))
+    }
+
+    pub fn line(&self, line: fmt::Arguments) {
+        match &self.0 {
+            None => eprintln!("{line}"),
+            Some(file) => {
+                use std::io::Write;
+                let mut file = file.lock().expect("log lock");
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    }
 }
 
 /// The environment Lambda gives a function's process: its reserved

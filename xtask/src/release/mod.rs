@@ -1,0 +1,429 @@
+//! The release flow, on the local stack or (`--aws`) on AWS:
+//!
+//! - `plan` ([`plan`]): what applying `terraform/` would change, readably;
+//! - `verify` ([`verify`]): the smoke suite ([`smoke`]) against the staging
+//!   stage over HTTP, and a receipt binding the result to each function's
+//!   `CodeSha256` and the API revision staging serves;
+//! - `publish` and `rollback` ([`publish`]): a published version per
+//!   function, the prod pin (the var file Terraform reads) and a Terraform
+//!   plan that may touch only prod's aliases and deployment, applied exactly;
+//! - `status` ([`status`]): what each stage runs, the pin, and drift.
+//!
+//! A [`World`] is one target: its Terraform, its applied outputs, its AWS
+//! clients and its release files (pin, history, receipt).
+
+pub mod plan;
+pub mod publish;
+pub mod smoke;
+pub mod status;
+pub mod verify;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_lambda::error::ProvideErrorMetadata;
+use aws_sdk_lambda::types::FunctionConfiguration;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use xshell::Shell;
+
+use crate::LocalDir;
+use crate::gateway::config::deployment_revision;
+use crate::live::{Applied, Aws, aws_error};
+use crate::terraform::{HISTORY_FILE, PIN_FILE, TargetArgs, Terraform};
+
+/// One target of the release flow: the local stack or AWS.
+pub struct World {
+    pub terraform: Terraform,
+    pub applied: Applied,
+    pub aws: Aws,
+    pub local: LocalDir,
+}
+
+impl World {
+    /// The target `args` names, which must have been applied to.
+    pub async fn open(sh: &Shell, local: &LocalDir, args: &TargetArgs) -> Result<World> {
+        let terraform = Terraform::existing(sh, local, args)?;
+        let (applied, aws) = if terraform.aws {
+            terraform.init(sh)?;
+            let output = terraform
+                .command(sh)
+                .args(["output", "-json"])
+                .quiet()
+                .read()
+                .context("terraform output failed (above)")?;
+            let outputs: serde_json::Value =
+                serde_json::from_str(&output).context("reading `terraform output -json`")?;
+            let applied = Applied::from_outputs(&outputs, PathBuf::new()).context(
+                "nothing is applied to AWS yet: `cargo xtask apply --aws` (or terraform apply in \
+                 terraform/) first",
+            )?;
+            let aws = Aws::in_region(&applied.region).await;
+            (applied, aws)
+        } else {
+            let stack = crate::live::LocalStack::connect(local).await?;
+            (stack.applied, stack.aws)
+        };
+        Ok(World {
+            terraform,
+            applied,
+            aws,
+            local: local.clone(),
+        })
+    }
+
+    /// "the local stack" or "AWS", for messages.
+    pub fn name(&self) -> &'static str {
+        if self.terraform.aws {
+            "AWS"
+        } else {
+            "the local stack"
+        }
+    }
+
+    /// `--aws` when the command acts on AWS, for the commands it suggests.
+    pub fn flag(&self) -> &'static str {
+        if self.terraform.aws { " --aws" } else { "" }
+    }
+
+    /// The prod pin: `terraform/prod.auto.tfvars.json` (committed) on AWS,
+    /// the local working directory's own on the local stack.
+    pub fn pin_path(&self) -> PathBuf {
+        self.terraform.dir.join(PIN_FILE)
+    }
+
+    /// The releases published so far, beside the pin.
+    pub fn history_path(&self) -> PathBuf {
+        self.terraform.dir.join(HISTORY_FILE)
+    }
+
+    /// The last verify's receipt (never committed: it describes one moment
+    /// of one stage).
+    pub fn receipt_path(&self) -> PathBuf {
+        if self.terraform.aws {
+            crate::project_root().join("target/aws/receipt.json")
+        } else {
+            self.local.0.join("release/receipt.json")
+        }
+    }
+
+    /// Function (manifest name) -> what `stage`'s alias runs (`None`: no
+    /// alias), and the API revision the stage's deployment was made at.
+    pub async fn stage(&self, stage: &str) -> Result<StageRuns> {
+        let mut functions = BTreeMap::new();
+        for (function, name) in &self.applied.function_names {
+            let running = self
+                .aws
+                .function_version(name, stage)
+                .await?
+                .map(|version| Running {
+                    version: version.version,
+                    code_sha256: version.code_sha256,
+                });
+            functions.insert(function.clone(), running);
+        }
+        Ok(StageRuns {
+            api_revision: self.stage_revision(stage).await?,
+            functions,
+        })
+    }
+
+    /// The API revision `stage`'s deployment was made at; `None` when the
+    /// stage does not exist or its deployment names none.
+    async fn stage_revision(&self, stage: &str) -> Result<Option<String>> {
+        let api = &self.applied.api_id;
+        let stage = match self
+            .aws
+            .apigateway
+            .get_stage()
+            .rest_api_id(api)
+            .stage_name(stage)
+            .send()
+            .await
+        {
+            Ok(stage) => stage,
+            Err(err) if err.code() == Some("NotFoundException") => return Ok(None),
+            Err(err) => {
+                return Err(aws_error(err)).with_context(|| format!("reading stage {stage}"));
+            }
+        };
+        let Some(deployment) = stage.deployment_id() else {
+            return Ok(None);
+        };
+        let deployment = self
+            .aws
+            .apigateway
+            .get_deployment()
+            .rest_api_id(api)
+            .deployment_id(deployment)
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("reading deployment {deployment}"))?;
+        Ok(deployment.description().and_then(deployment_revision))
+    }
+
+    /// `$LATEST` of `function` (a Lambda name), and its published versions,
+    /// oldest first.
+    pub async fn versions(
+        &self,
+        function: &str,
+    ) -> Result<(FunctionConfiguration, Vec<FunctionConfiguration>)> {
+        let mut versions = Vec::new();
+        let mut pages = self
+            .aws
+            .lambda
+            .list_versions_by_function()
+            .function_name(function)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page
+                .map_err(aws_error)
+                .with_context(|| format!("listing the versions of {function}"))?;
+            versions.extend(page.versions.unwrap_or_default());
+        }
+        let latest = versions
+            .iter()
+            .position(|version| version.version() == Some("$LATEST"))
+            .map(|at| versions.remove(at))
+            .with_context(|| format!("{function} has no $LATEST"))?;
+        versions.sort_by_key(|version| version_number(version.version().unwrap_or_default()));
+        Ok((latest, versions))
+    }
+}
+
+/// What a stage runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRuns {
+    pub api_revision: Option<String>,
+    pub functions: BTreeMap<String, Option<Running>>,
+}
+
+/// The version an alias points at, and its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub version: String,
+    /// Lambda's `CodeSha256` (base64).
+    pub code_sha256: String,
+}
+
+/// A version number as a number (`$LATEST` and anything else: 0).
+pub fn version_number(version: &str) -> u64 {
+    version.parse().unwrap_or(0)
+}
+
+/// The first 12 hex digits of a base64 `CodeSha256`: the digits `cargo xtask
+/// build` prints and the zip's name carries.
+pub fn short_hash(code_sha256: &str) -> String {
+    match base64::engine::general_purpose::STANDARD.decode(code_sha256) {
+        Ok(bytes) => bytes.iter().take(6).map(|b| format!("{b:02x}")).collect(),
+        Err(_) => code_sha256.chars().take(12).collect(),
+    }
+}
+
+/// The first 12 characters of an API revision.
+pub fn short_revision(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
+}
+
+/// What prod serves: the `prod_release` variable in the pin file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub release: u64,
+    pub note: String,
+    /// Function (manifest name) -> published version.
+    pub functions: BTreeMap<String, String>,
+    pub api_revision: String,
+}
+
+impl Release {
+    /// Whether both pin the same versions and API revision (notes and
+    /// numbers aside).
+    pub fn same_pin(&self, other: &Release) -> bool {
+        self.functions == other.functions && self.api_revision == other.api_revision
+    }
+
+    pub fn read(path: &Path) -> Result<Release> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            prod_release: Release,
+        }
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading the prod pin {} (`cargo xtask apply` creates it)",
+                path.display()
+            )
+        })?;
+        let file: File =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+        Ok(file.prod_release)
+    }
+
+    /// The var file's text.
+    pub fn file_text(&self) -> String {
+        #[derive(Serialize)]
+        struct File<'a> {
+            prod_release: &'a Release,
+        }
+        serde_json::to_string_pretty(&File { prod_release: self }).expect("JSON") + "\n"
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_atomically(path, self.file_text().as_bytes())
+    }
+}
+
+/// One release `publish` made, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub release: u64,
+    pub published_at: String,
+    pub note: String,
+    /// Function -> version.
+    pub functions: BTreeMap<String, String>,
+    /// Function -> `CodeSha256` of that version.
+    pub code_sha256: BTreeMap<String, String>,
+    pub api_revision: String,
+}
+
+impl Published {
+    pub fn pin(&self, note: String) -> Release {
+        Release {
+            release: self.release,
+            note,
+            functions: self.functions.clone(),
+            api_revision: self.api_revision.clone(),
+        }
+    }
+}
+
+/// The release history: every release `publish` made, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub releases: Vec<Published>,
+}
+
+impl History {
+    pub fn read(path: &Path) -> Result<History> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
+            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("JSON") + "\n";
+        write_atomically(path, text.as_bytes())
+    }
+
+    pub fn get(&self, release: u64) -> Option<&Published> {
+        self.releases.iter().find(|r| r.release == release)
+    }
+
+    /// The number the next release gets: above every release made and the
+    /// pinned one.
+    pub fn next_release(&self, pinned: &Release) -> u64 {
+        let made = self.releases.iter().map(|r| r.release).max().unwrap_or(0);
+        made.max(pinned.release) + 1
+    }
+
+    /// Where `rollback` goes without `--to`: the highest release below the
+    /// pinned one.
+    pub fn before(&self, pinned: u64) -> Option<&Published> {
+        self.releases
+            .iter()
+            .filter(|r| r.release < pinned)
+            .max_by_key(|r| r.release)
+    }
+}
+
+/// Writes through a temporary file, so a reader never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, bytes).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The current time, RFC 3339 in seconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A tokio runtime for a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Refuses with `reasons`, one per line, under `headline`.
+pub fn refuse(headline: &str, reasons: &[String]) -> Result<()> {
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    bail!("{headline}:\n  {}", reasons.join("\n  "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(release: u64) -> Published {
+        Published {
+            release,
+            published_at: String::new(),
+            note: String::new(),
+            functions: BTreeMap::from([("status".to_owned(), release.to_string())]),
+            code_sha256: BTreeMap::new(),
+            api_revision: "r".to_owned(),
+        }
+    }
+
+    #[test]
+    fn releases_are_numbered_above_all_made_and_rollback_walks_down() {
+        let history = History {
+            releases: vec![published(1), published(2), published(3)],
+        };
+        let pinned = published(2).pin(String::new());
+        assert_eq!(history.next_release(&pinned), 4);
+        assert_eq!(history.before(2).unwrap().release, 1);
+        assert_eq!(history.before(3).unwrap().release, 2);
+        assert!(history.before(1).is_none());
+        let unpublished = Release {
+            release: 0,
+            note: String::new(),
+            functions: BTreeMap::new(),
+            api_revision: String::new(),
+        };
+        assert_eq!(History::default().next_release(&unpublished), 1);
+    }
+
+    #[test]
+    fn the_pin_file_round_trips_and_refuses_unknown_fields() {
+        let dir = std::env::temp_dir().join(format!("xtask-pin-{}", std::process::id()));
+        let path = dir.join(PIN_FILE);
+        let pin = published(7).pin("a note".to_owned());
+        pin.write(&path).unwrap();
+        assert_eq!(Release::read(&path).unwrap(), pin);
+        std::fs::write(&path, r#"{"prod_release": {"release": 1, "oops": 2}}"#).unwrap();
+        assert!(Release::read(&path).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn hashes_are_shown_as_the_zips_hex_prefix() {
+        let digest = crate::artifact::sha256(b"zip bytes");
+        assert_eq!(short_hash(&digest.base64), digest.hex[..12]);
+    }
+}

@@ -1,0 +1,462 @@
+//! `cargo xtask publish` and `cargo xtask rollback`: prod moves to a pin
+//! (function -> published version, API revision) through one path:
+//! candidate pin -> `terraform plan` with it -> refused unless the plan
+//! touches only prod's aliases, their permissions and prod's deployment ->
+//! the pin file written -> exactly that saved plan applied.
+//!
+//! Every step can be repeated: a version already published for the
+//! verified code is reused, a pin already written is kept, an empty plan
+//! applies nothing. So a publish interrupted anywhere converges when run
+//! again.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_lambda::types::FunctionConfiguration;
+use xshell::Shell;
+
+use super::plan::{self, Plan};
+use super::verify::Receipt;
+use super::{History, Published, Release, StageRuns, World, refuse, short_hash, short_revision};
+use crate::LocalDir;
+use crate::live::aws_error;
+use crate::terraform::TargetArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Check everything and show the plan, but publish, pin and apply nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The release note kept in the pin and the history [default: the receipt's summary].
+    #[arg(long)]
+    note: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The release to go back to [default: the one before the pinned release].
+    #[arg(long, value_name = "RELEASE")]
+    to: Option<u64>,
+    /// Check everything and show the plan, but pin and apply nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `cargo xtask publish`.
+pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
+    let runtime = super::runtime()?;
+    let world = runtime.block_on(World::open(sh, local, &args.target))?;
+    let receipt = Receipt::read(&world)?;
+    if !receipt.passed {
+        bail!(
+            "the last verify failed ({}, at {}): fix staging, then `cargo xtask verify{}` again",
+            receipt.tally(),
+            receipt.verified_at,
+            world.flag()
+        );
+    }
+    let target = if world.terraform.aws { "aws" } else { "local" };
+    let staging = runtime.block_on(world.stage("staging"))?;
+    refuse(
+        "staging no longer runs what the receipt verified, so nothing was published \
+         (run `cargo xtask verify` again)",
+        &receipt.mismatches(target, &world.applied.api_id, &staging),
+    )?;
+
+    let pinned = Release::read(&world.pin_path())?;
+    let history = History::read(&world.history_path())?;
+    let mut versions = BTreeMap::new();
+    let mut moves = Vec::new();
+    for (function, verified) in &receipt.functions {
+        let name = world.applied.function_name(function)?;
+        let version = runtime.block_on(version_for(
+            &world,
+            &name,
+            &verified.code_sha256,
+            args.dry_run,
+        ))?;
+        moves.push(format!("{function}: {}", version.describe()));
+        versions.insert(function.clone(), version.number().to_owned());
+    }
+
+    let mut candidate = Release {
+        release: history.next_release(&pinned),
+        note: args.note.clone().unwrap_or_else(|| {
+            format!(
+                "verified on staging at {}: {}",
+                receipt.verified_at,
+                receipt.tally()
+            )
+        }),
+        functions: versions,
+        api_revision: receipt.api_revision.clone(),
+    };
+    if candidate.same_pin(&pinned) {
+        // Already pinned (a publish run again, or resumed): the same release.
+        candidate = pinned.clone();
+    }
+    eprintln!(
+        "==> release {}: {} at API revision {}",
+        candidate.release,
+        moves.join(", "),
+        short_revision(&candidate.api_revision)
+    );
+    let published = Published {
+        release: candidate.release,
+        published_at: super::now(),
+        note: candidate.note.clone(),
+        functions: candidate.functions.clone(),
+        code_sha256: receipt
+            .functions
+            .iter()
+            .map(|(function, running)| (function.clone(), running.code_sha256.clone()))
+            .collect(),
+        api_revision: candidate.api_revision.clone(),
+    };
+    promote(
+        sh,
+        &world,
+        &pinned,
+        &candidate,
+        Some(published),
+        args.dry_run,
+    )
+}
+
+/// `cargo xtask rollback`.
+pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> {
+    let runtime = super::runtime()?;
+    let world = runtime.block_on(World::open(sh, local, &args.target))?;
+    let pinned = Release::read(&world.pin_path())?;
+    let history = History::read(&world.history_path())?;
+    let known = || {
+        let releases: Vec<String> = history
+            .releases
+            .iter()
+            .map(|r| r.release.to_string())
+            .collect();
+        if releases.is_empty() {
+            "nothing has been published".to_owned()
+        } else {
+            format!("the releases are {}", releases.join(", "))
+        }
+    };
+    let target = match args.to {
+        Some(release) => history.get(release).with_context(|| {
+            format!(
+                "no release {release} in {}: {}",
+                world.history_path().display(),
+                known()
+            )
+        })?,
+        None => history.before(pinned.release).with_context(|| {
+            format!(
+                "prod is at release {}, and there is no earlier release to go back to ({})",
+                pinned.release,
+                known()
+            )
+        })?,
+    };
+    if target.api_revision != world.applied.api_revision {
+        bail!(
+            "release {} was published at API revision {}, but the API is at {} now: deploying prod \
+             now would snapshot today's API configuration, not that one. Put terraform/ back as it \
+             was (git revert), apply, verify and publish instead.",
+            target.release,
+            short_revision(&target.api_revision),
+            short_revision(&world.applied.api_revision)
+        );
+    }
+    let mut problems = Vec::new();
+    for (function, version) in &target.functions {
+        let Ok(name) = world.applied.function_name(function) else {
+            problems.push(format!("{function}: no longer deployed"));
+            continue;
+        };
+        let code = runtime.block_on(world.aws.function_version(&name, version))?;
+        let expected = target.code_sha256.get(function);
+        match code {
+            None => problems.push(format!("{function}: version {version} no longer exists")),
+            Some(code) if expected.is_some_and(|hash| *hash != code.code_sha256) => {
+                problems.push(format!(
+                    "{function}: version {version} holds {}, the history says {}",
+                    short_hash(&code.code_sha256),
+                    short_hash(expected.expect("checked"))
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    refuse(
+        &format!("cannot go back to release {}", target.release),
+        &problems,
+    )?;
+    let note = format!(
+        "rolled back from release {} to release {} at {}: {}",
+        pinned.release,
+        target.release,
+        super::now(),
+        target.note
+    );
+    let mut candidate = target.pin(note);
+    if candidate.same_pin(&pinned) {
+        candidate = pinned.clone();
+    }
+    eprintln!(
+        "==> rollback: release {} -> {}",
+        pinned.release, target.release
+    );
+    promote(sh, &world, &pinned, &candidate, None, args.dry_run)
+}
+
+/// The version `function` publishes for the verified `code_sha256`.
+enum Version {
+    Reused(String),
+    Published(String),
+    /// Dry run: what `PublishVersion` would most likely number it.
+    WouldPublish(String),
+}
+
+impl Version {
+    fn number(&self) -> &str {
+        match self {
+            Version::Reused(n) | Version::Published(n) | Version::WouldPublish(n) => n,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Version::Reused(n) => format!("version {n} (already published)"),
+            Version::Published(n) => format!("version {n} (published now)"),
+            Version::WouldPublish(n) => format!("version {n} (would be published)"),
+        }
+    }
+}
+
+/// Finds or publishes the version of `function` holding `code_sha256`
+/// with `$LATEST`'s configuration.
+async fn version_for(
+    world: &World,
+    function: &str,
+    code_sha256: &str,
+    dry_run: bool,
+) -> Result<Version> {
+    let (latest, versions) = world.versions(function).await?;
+    // AWS refuses PublishVersion on a CodeSha256 mismatch; the emulator does
+    // not, so the check is ours too.
+    if latest.code_sha256() != Some(code_sha256) {
+        bail!(
+            "{function}: $LATEST holds {} now, not the verified {}: it moved since verify; run \
+             `cargo xtask verify{}` again",
+            short_hash(latest.code_sha256().unwrap_or_default()),
+            short_hash(code_sha256),
+            world.flag()
+        );
+    }
+    if let Some(existing) = versions
+        .iter()
+        .rev()
+        .find(|version| same_snapshot(version, &latest))
+    {
+        return Ok(Version::Reused(
+            existing.version().unwrap_or_default().to_owned(),
+        ));
+    }
+    if dry_run {
+        let next = versions
+            .iter()
+            .map(|v| super::version_number(v.version().unwrap_or_default()))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        return Ok(Version::WouldPublish(next.to_string()));
+    }
+    let published = world
+        .aws
+        .lambda
+        .publish_version()
+        .function_name(function)
+        .code_sha256(code_sha256)
+        .description(format!("verified CodeSha256 {code_sha256}"))
+        .send()
+        .await
+        .map_err(aws_error)
+        .with_context(|| {
+            format!(
+                "publishing {function} (AWS refuses when $LATEST no longer holds the verified code: \
+                 verify again)"
+            )
+        })?;
+    let version = published.version().unwrap_or_default().to_owned();
+    if published.code_sha256() != Some(code_sha256) {
+        bail!(
+            "{function}: $LATEST changed while publishing: version {version} holds {}, not the \
+             verified {}; it is not pinned. Verify again.",
+            short_hash(published.code_sha256().unwrap_or_default()),
+            short_hash(code_sha256)
+        );
+    }
+    Ok(Version::Published(version))
+}
+
+/// Whether a published version is what publishing `latest` would make:
+/// the same code and the same configuration.
+fn same_snapshot(version: &FunctionConfiguration, latest: &FunctionConfiguration) -> bool {
+    fn key(config: &FunctionConfiguration) -> String {
+        let environment: BTreeMap<&String, &String> = config
+            .environment()
+            .and_then(|environment| environment.variables())
+            .map(|variables| variables.iter().collect())
+            .unwrap_or_default();
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            config.code_sha256(),
+            config.runtime(),
+            config.handler(),
+            config.role(),
+            config.memory_size(),
+            config.timeout(),
+            config.architectures(),
+            environment
+        )
+    }
+    key(version) == key(latest)
+}
+
+/// Moves prod to `candidate`: plan with it, refuse anything beyond prod,
+/// write the pin, apply the saved plan, record the release.
+fn promote(
+    sh: &Shell,
+    world: &World,
+    pinned: &Release,
+    candidate: &Release,
+    release: Option<Published>,
+    dry_run: bool,
+) -> Result<()> {
+    let scratch = plan::scratch_dir(&world.local, &world.terraform)?;
+    let candidate_file = scratch.join("candidate.tfvars.json");
+    std::fs::write(&candidate_file, candidate.file_text())?;
+    world.terraform.init(sh)?;
+    eprintln!("==> terraform plan with the candidate pin");
+    let (plan_file, plan) = plan::make(
+        sh,
+        &world.terraform,
+        &scratch.join("promote.tfplan"),
+        Some(&candidate_file),
+    )?;
+    plan::check_promotion(&plan, world)?;
+    let prod = super::runtime()?.block_on(world.stage("prod"))?;
+    print!("{}", summary(&plan, &prod, pinned, candidate));
+    if dry_run {
+        println!(
+            "dry run: nothing was published, pinned or applied ({} unchanged)",
+            world.pin_path().display()
+        );
+        return Ok(());
+    }
+
+    if Release::read(&world.pin_path()).ok().as_ref() != Some(candidate) {
+        candidate.write(&world.pin_path())?;
+        eprintln!("==> wrote the prod pin {}", world.pin_path().display());
+    }
+    if !plan.is_empty() {
+        eprintln!("==> terraform apply (the saved plan)");
+        let output = world
+            .terraform
+            .command(sh)
+            .args(["apply", "-input=false", "-no-color", "-lock-timeout=60s"])
+            .arg(&plan_file)
+            .ignore_status()
+            .quiet()
+            .output()?;
+        if !output.status.success() {
+            bail!(
+                "terraform apply failed; the pin {} is written, so running this command again \
+                 resumes:\n{}{}",
+                world.pin_path().display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        if !world.terraform.aws
+            && let Err(err) = crate::gateway::config::record_applied(&world.local)
+        {
+            eprintln!("warning: the applied API configuration was not recorded: {err:#}");
+        }
+    }
+    if let Some(release) = release {
+        let path = world.history_path();
+        let mut history = History::read(&path)?;
+        if history.get(release.release).is_none() {
+            history.releases.push(release);
+            history.write(&path)?;
+        }
+    }
+    println!(
+        "prod is at release {}{}",
+        candidate.release,
+        if world.terraform.aws {
+            format!(
+                ": commit {} and {} (the release log)",
+                world.pin_path().display(),
+                world.history_path().display()
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// Per function, the version prod runs now -> the candidate's, and the
+/// API revision.
+fn summary(plan: &Plan, prod: &StageRuns, pinned: &Release, candidate: &Release) -> String {
+    let mut rows = Vec::new();
+    let functions: std::collections::BTreeSet<&String> = prod
+        .functions
+        .keys()
+        .chain(candidate.functions.keys())
+        .collect();
+    for function in functions {
+        let old = match prod.functions.get(function) {
+            Some(Some(running)) => running.version.clone(),
+            _ => "none".to_owned(),
+        };
+        let new = candidate
+            .functions
+            .get(function)
+            .cloned()
+            .unwrap_or_else(|| "none".to_owned());
+        rows.push(vec![
+            function.clone(),
+            format!("{old} -> {new}"),
+            if old == new { "unchanged" } else { "moves" }.to_owned(),
+        ]);
+    }
+    let revision = |revision: Option<&str>| match revision {
+        None | Some("") => "none".to_owned(),
+        Some(revision) => short_revision(revision).to_owned(),
+    };
+    let mut out = format!(
+        "prod: release {} -> {}\n",
+        pinned.release, candidate.release
+    );
+    out += &crate::build::table(&["function", "prod version", ""], &rows);
+    out += &format!(
+        "API revision {} -> {}\n",
+        revision(prod.api_revision.as_deref()),
+        revision(Some(&candidate.api_revision))
+    );
+    if plan.is_empty() {
+        out += "the plan is empty: prod already runs this\n";
+    } else {
+        let (add, change, destroy) = plan.counts();
+        out +=
+            &format!("plan (prod only): {add} to add, {change} to change, {destroy} to destroy\n");
+    }
+    out
+}

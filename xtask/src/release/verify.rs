@@ -1,0 +1,359 @@
+//! `cargo xtask verify`: the smoke suite against the staging stage, and the
+//! receipt `publish` requires: the result bound to what staging ran (each
+//! function's `CodeSha256`, the API revision of its deployment), read
+//! before and after the run so a change during it voids the receipt.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use xshell::Shell;
+
+use super::smoke::{self, Outcome};
+use super::{Running, StageRuns, World, short_hash, short_revision};
+use crate::LocalDir;
+use crate::gateway::{self, Gateway};
+use crate::host::Log;
+use crate::terraform::TargetArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// What one verify found, kept for `publish`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipt {
+    /// `local` or `aws`.
+    pub target: String,
+    pub api_id: String,
+    /// The API revision staging's deployment was made at.
+    pub api_revision: String,
+    /// Function (manifest name) -> what staging's alias ran.
+    pub functions: BTreeMap<String, Running>,
+    pub url: String,
+    pub verified_at: String,
+    pub passed: bool,
+    /// Routes staging serves that no case requests (each fails the run).
+    pub uncovered: Vec<String>,
+    pub cases: Vec<Outcome>,
+}
+
+impl Receipt {
+    pub fn read(world: &World) -> Result<Receipt> {
+        let path = world.receipt_path();
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no verify receipt ({}): run `cargo xtask verify{}` first",
+                path.display(),
+                world.flag()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// `passed of total`, for messages.
+    pub fn tally(&self) -> String {
+        let passed = self.cases.iter().filter(|case| case.passed).count();
+        format!("{passed}/{} smoke cases passed", self.cases.len())
+    }
+
+    /// Why this receipt does not vouch for what `staging` runs now (empty:
+    /// it does). Compares the API, its revision and every function's code.
+    pub fn mismatches(&self, target: &str, api_id: &str, staging: &StageRuns) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.target != target || self.api_id != api_id {
+            reasons.push(format!(
+                "the receipt is for API {} on {}, not API {api_id} on {target}",
+                self.api_id, self.target
+            ));
+            return reasons;
+        }
+        let revision = staging.api_revision.as_deref().unwrap_or("none");
+        if revision != self.api_revision {
+            reasons.push(format!(
+                "staging is deployed at API revision {}, the receipt verified {}",
+                short_revision(revision),
+                short_revision(&self.api_revision)
+            ));
+        }
+        for (function, running) in &staging.functions {
+            match (running, self.functions.get(function)) {
+                (Some(now), Some(verified)) if now.code_sha256 == verified.code_sha256 => {}
+                (Some(now), Some(verified)) => reasons.push(format!(
+                    "{function}: staging runs {} now, the receipt verified {}",
+                    short_hash(&now.code_sha256),
+                    short_hash(&verified.code_sha256)
+                )),
+                (Some(_), None) => reasons.push(format!("{function}: not in the receipt")),
+                (None, _) => reasons.push(format!("{function}: staging has no alias for it")),
+            }
+        }
+        for function in self.functions.keys() {
+            if !staging.functions.contains_key(function) {
+                reasons.push(format!("{function}: verified, but no longer deployed"));
+            }
+        }
+        reasons
+    }
+}
+
+/// `cargo xtask verify`.
+pub fn run(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
+    super::runtime()?.block_on(verify(sh, local, args))
+}
+
+async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
+    let world = World::open(sh, local, &args.target).await?;
+    let run = smoke::run_id();
+    let cases = smoke::load(&run)?;
+    let before = world.stage("staging").await?;
+    let staged: BTreeMap<String, Running> = before
+        .functions
+        .iter()
+        .filter_map(|(function, running)| Some((function.clone(), running.clone()?)))
+        .collect();
+    let Some(revision) = before.api_revision.clone() else {
+        bail!(
+            "{} has no staging deployment: apply first (`cargo xtask apply{}`)",
+            world.name(),
+            world.flag()
+        );
+    };
+    let routes = routes(&world).await?;
+    let uncovered = smoke::uncovered(&routes, &cases);
+
+    // The local stack's staging is served by a gateway of our own, on a free
+    // port, for the length of the run; the functions' logs go to a file.
+    let log_path = super::plan::scratch_dir(local, &world.terraform)?.join("verify.log");
+    let (url, server) = if world.terraform.aws {
+        let url = world
+            .applied
+            .invoke_urls
+            .get("staging")
+            .context("the invoke_urls output has no staging stage")?
+            .clone();
+        (url, None)
+    } else {
+        let _ = std::fs::remove_file(&log_path);
+        let stack = crate::live::LocalStack::connect(local).await?;
+        let host = stack.host(local, Log::file(&log_path)?);
+        let gateway = Gateway::new(local, stack.aws, host)
+            .await
+            .context("the local gateway refuses to serve this API")?;
+        let (listener, address) = gateway::bind(0).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(Arc::clone(&gateway).serve(listener, async {
+            let _ = stopped.await;
+        }));
+        (format!("http://{address}/staging"), Some((stop, task)))
+    };
+    eprintln!(
+        "==> verify: {} smoke cases against {url} ({} functions, API revision {})",
+        cases.len(),
+        staged.len(),
+        short_revision(&revision)
+    );
+    let outcomes = smoke::run(&url, &cases).await;
+    if let Some((stop, task)) = server {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    let outcomes = outcomes?;
+    let after = world.stage("staging").await?;
+
+    let mut problems: Vec<String> = uncovered
+        .iter()
+        .map(|route| format!("no smoke case requests {route} ({})", smoke::CASES_FILE))
+        .collect();
+    if after != before {
+        problems.push("staging changed while the cases ran (an apply?): verify again".to_owned());
+    }
+    let failed = outcomes.iter().filter(|outcome| !outcome.passed).count();
+    let receipt = Receipt {
+        target: if world.terraform.aws { "aws" } else { "local" }.to_owned(),
+        api_id: world.applied.api_id.clone(),
+        api_revision: revision,
+        functions: staged,
+        url,
+        verified_at: super::now(),
+        passed: failed == 0 && problems.is_empty(),
+        uncovered,
+        cases: outcomes,
+    };
+    let path = world.receipt_path();
+    super::write_atomically(&path, &serde_json::to_vec_pretty(&receipt)?)?;
+
+    print!("{}", table(&receipt));
+    let code: Vec<String> = receipt
+        .functions
+        .iter()
+        .map(|(function, running)| format!("{function} {}", short_hash(&running.code_sha256)))
+        .collect();
+    println!(
+        "staging: {}, API revision {}",
+        code.join(", "),
+        short_revision(&receipt.api_revision)
+    );
+    for problem in &problems {
+        println!("FAIL {problem}");
+    }
+    if !world.terraform.aws {
+        eprintln!("the functions' logs: {}", log_path.display());
+    }
+    if !receipt.passed {
+        bail!(
+            "staging is not verified ({}{}); the receipt {} says so, and publish refuses it",
+            receipt.tally(),
+            if problems.is_empty() {
+                ""
+            } else {
+                ", and see FAIL above"
+            },
+            path.display()
+        );
+    }
+    println!(
+        "verified: {}. Receipt: {}. Next: `cargo xtask publish{}`",
+        receipt.tally(),
+        path.display(),
+        world.flag()
+    );
+    Ok(())
+}
+
+/// Every route (method, resource path) of the applied API.
+async fn routes(world: &World) -> Result<Vec<(String, String)>> {
+    let snapshot =
+        crate::gateway::config::Snapshot::read(&world.aws, &world.applied.api_id).await?;
+    Ok(snapshot
+        .resources
+        .iter()
+        .flat_map(|resource| {
+            resource
+                .methods
+                .keys()
+                .map(|method| (method.clone(), resource.path.clone()))
+        })
+        .collect())
+}
+
+/// The pass/fail table.
+fn table(receipt: &Receipt) -> String {
+    let rows: Vec<Vec<String>> = receipt
+        .cases
+        .iter()
+        .map(|case| {
+            vec![
+                if case.passed { "ok" } else { "FAIL" }.to_owned(),
+                case.name.clone(),
+                case.request.clone(),
+                format!(
+                    "{} ({})",
+                    case.status
+                        .map(|status| status.to_string())
+                        .unwrap_or_else(|| "-".to_owned()),
+                    case.expected_status
+                ),
+                format!("{:.0} ms", case.millis),
+                case.failure.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    crate::build::table(
+        &[
+            "result",
+            "case",
+            "request",
+            "status (expected)",
+            "time",
+            "why",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(version: &str, hash: &str) -> Running {
+        Running {
+            version: version.to_owned(),
+            code_sha256: hash.to_owned(),
+        }
+    }
+
+    fn receipt() -> Receipt {
+        Receipt {
+            target: "local".to_owned(),
+            api_id: "api".to_owned(),
+            api_revision: "rev1".to_owned(),
+            functions: BTreeMap::from([
+                ("status".to_owned(), running("$LATEST", "aaaa")),
+                ("users".to_owned(), running("$LATEST", "bbbb")),
+            ]),
+            url: String::new(),
+            verified_at: String::new(),
+            passed: true,
+            uncovered: Vec::new(),
+            cases: Vec::new(),
+        }
+    }
+
+    fn staging(status: Option<&str>, revision: &str) -> StageRuns {
+        StageRuns {
+            api_revision: Some(revision.to_owned()),
+            functions: BTreeMap::from([
+                (
+                    "status".to_owned(),
+                    status.map(|hash| running("$LATEST", hash)),
+                ),
+                ("users".to_owned(), Some(running("$LATEST", "bbbb"))),
+            ]),
+        }
+    }
+
+    #[test]
+    fn a_receipt_vouches_only_for_the_code_and_revision_it_verified() {
+        let receipt = receipt();
+        assert!(
+            receipt
+                .mismatches("local", "api", &staging(Some("aaaa"), "rev1"))
+                .is_empty()
+        );
+
+        let moved = receipt.mismatches("local", "api", &staging(Some("cccc"), "rev1"));
+        assert_eq!(moved.len(), 1);
+        assert!(moved[0].starts_with("status: staging runs"), "{moved:?}");
+
+        let redeployed = receipt.mismatches("local", "api", &staging(Some("aaaa"), "rev2"));
+        assert!(
+            redeployed[0].contains("API revision rev2"),
+            "{redeployed:?}"
+        );
+
+        assert!(
+            !receipt
+                .mismatches("aws", "api", &staging(Some("aaaa"), "rev1"))
+                .is_empty()
+        );
+        assert!(
+            !receipt
+                .mismatches("local", "other", &staging(Some("aaaa"), "rev1"))
+                .is_empty()
+        );
+        assert!(
+            !receipt
+                .mismatches("local", "api", &staging(None, "rev1"))
+                .is_empty()
+        );
+
+        let mut fewer = staging(Some("aaaa"), "rev1");
+        fewer.functions.remove("users");
+        let gone = receipt.mismatches("local", "api", &fewer);
+        assert_eq!(gone, ["users: verified, but no longer deployed"]);
+    }
+}
