@@ -10,115 +10,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Stack, edit_manifest, with_routes};
-
-/// `cargo xtask dev` running in the background; interrupted when dropped.
-struct Dev {
-    child: Child,
-    /// `127.0.0.1:PORT`
-    address: String,
-    log: std::path::PathBuf,
-}
-
-impl Dev {
-    fn start(stack: &Stack) -> Dev {
-        let log = stack.local.parent().unwrap().join("dev.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["dev", "--no-build", "--port", "0"])
-            .env("XTASK_LOCAL_DIR", &stack.local)
-            .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let address = loop {
-            let Some(Ok(line)) = lines.next() else {
-                panic!(
-                    "cargo xtask dev stopped before serving:\n{}",
-                    std::fs::read_to_string(&log).unwrap()
-                );
-            };
-            println!("dev: {line}");
-            if let Some(rest) = line.split("API on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep reading what it prints, so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Dev {
-            child,
-            address,
-            log,
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
-        let body = body.unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.address,
-            body.len()
-        );
-        self.raw(request.as_bytes())
-    }
-
-    fn raw(&self, request: &[u8]) -> Reply {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        stream.write_all(request).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        Reply {
-            status,
-            head: head.to_ascii_lowercase(),
-            body: serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
-        }
-    }
-
-    /// `METHOD path` must answer `status`; its JSON body.
-    #[track_caller]
-    fn check(&self, method: &str, path: &str, body: Option<&str>, status: u16) -> Value {
-        let reply = self.call(method, path, body);
-        assert_eq!(
-            reply.status, status,
-            "{method} {path} answered {}: {}",
-            reply.status, reply.body
-        );
-        assert!(reply.head.contains("content-type: application/json"));
-        assert!(reply.head.contains("x-amzn-requestid: "));
-        reply.body
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        // Interrupted as a user would (Ctrl-C), so it stops its functions.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        eprintln!(
-            "--- cargo xtask dev's log ---\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: Value,
-}
+use support::{Dev, Stack, edit_manifest, emulator_sdk, with_routes};
 
 /// Every route of the API and every error status its functions answer,
 /// on `stage`, with a user id of the test's choosing.
@@ -198,33 +93,6 @@ fn check_routes(dev: &Dev, stage: &str, id: &str) {
         dev.check("GET", &format!("/{stage}/user"), None, 403),
         forbidden
     );
-}
-
-/// A runtime and an SDK configuration for the stack's emulator.
-fn emulator_sdk(stack: &Stack) -> (tokio::runtime::Runtime, aws_config::SdkConfig) {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let record: Value =
-        serde_json::from_slice(&std::fs::read(stack.local.join("emulator.json")).unwrap()).unwrap();
-    let endpoint = record["endpoint"].as_str().unwrap().to_owned();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = runtime.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .credentials_provider(aws_sdk_lambda::config::Credentials::new(
-                "local", "local", None, None, "test",
-            ))
-            .http_client(
-                aws_smithy_http_client::Builder::new()
-                    .tls_provider(Provider::Rustls(CryptoMode::Ring))
-                    .build_https(),
-            )
-            .load(),
-    );
-    (runtime, config)
 }
 
 /// Publishes `$LATEST` of `function` on the emulator; the new version.

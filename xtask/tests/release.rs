@@ -1,0 +1,344 @@
+//! The release flow rehearsed on a local stack of the test's own, through
+//! the real `cargo xtask` binary: plan, verify, publish, rollback and
+//! status against what the real Terraform applied to the emulator, with
+//! `cargo xtask dev` serving both stages over HTTP.
+//!
+//! Versions of `status`: v1 is the build; v2 and v3 are the same binary
+//! packaged with a release note beside it, which gives the zip another
+//! `CodeSha256` (all Lambda and the release flow see of a change) without a
+//! second release build; the broken one is `users`' code deployed as
+//! `status`, which answers its routes with 404s.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use support::{Dev, Stack, edit_manifest, emulator_sdk};
+
+/// `status` packaged again with a `RELEASE` file saying `note`; its
+/// manifest entry.
+fn repackage(artifacts: &Path, note: &str) -> Value {
+    use std::io::{Read, Write};
+    use zip::write::SimpleFileOptions;
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(artifacts.join("manifest.json")).unwrap()).unwrap();
+    let mut entry = manifest["functions"]["status"].clone();
+    let original = std::fs::read(artifacts.join(entry["path"].as_str().unwrap())).unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(original)).unwrap();
+    let mut bootstrap = Vec::new();
+    archive
+        .by_name("bootstrap")
+        .unwrap()
+        .read_to_end(&mut bootstrap)
+        .unwrap();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut bytes);
+    let options = SimpleFileOptions::default().unix_permissions(0o755);
+    zip.start_file("bootstrap", options).unwrap();
+    zip.write_all(&bootstrap).unwrap();
+    zip.start_file("RELEASE", options.unix_permissions(0o644))
+        .unwrap();
+    zip.write_all(note.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    let bytes = bytes.into_inner();
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let path = format!("status-{hex}.zip");
+    std::fs::write(artifacts.join(&path), &bytes).unwrap();
+    use base64::Engine;
+    entry["path"] = json!(path);
+    entry["zip_size"] = json!(bytes.len());
+    entry["sha256"] = json!(hex);
+    entry["code_sha256"] = json!(base64::engine::general_purpose::STANDARD.encode(digest));
+    entry
+}
+
+/// Deploys `entry` as `status` (the manifest changes, then `cargo xtask apply`).
+fn deploy_status(stack: &Stack, entry: &Value) {
+    edit_manifest(&stack.artifacts, |manifest| {
+        manifest["functions"]["status"] = entry.clone();
+    });
+    stack.ok(&["apply"]);
+}
+
+fn short(entry: &Value) -> String {
+    entry["sha256"].as_str().unwrap()[..12].to_owned()
+}
+
+/// `cargo xtask plan`: its exit code and stdout.
+fn plan(stack: &Stack) -> (i32, String) {
+    let output = stack.xtask(&["plan"]);
+    (
+        output.status.code().unwrap(),
+        String::from_utf8(output.stdout).unwrap(),
+    )
+}
+
+/// The line of `text` that starts with `first` and a space.
+#[track_caller]
+fn row<'a>(text: &'a str, first: &str) -> &'a str {
+    text.lines()
+        .find(|line| line.starts_with(&format!("{first} ")))
+        .unwrap_or_else(|| panic!("no `{first}` row in:\n{text}"))
+}
+
+#[track_caller]
+fn assert_plan_empty(stack: &Stack) {
+    let (code, stdout) = plan(stack);
+    assert_eq!(code, 0, "the plan is not empty:\n{stdout}");
+    assert!(stdout.starts_with("No changes"), "{stdout}");
+}
+
+/// `cargo xtask ARGS`, which must fail; its stderr.
+#[track_caller]
+fn refused(stack: &Stack, args: &[&str]) -> String {
+    let output = stack.xtask(args);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "cargo xtask {} did not refuse:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+/// The version `/prod/status` runs.
+fn prod_runs(dev: &Dev) -> String {
+    let status = dev.check("GET", "/prod/status", None, 200);
+    assert_eq!(status["alias"], "prod");
+    status["function_version"].as_str().unwrap().to_owned()
+}
+
+/// Everything a dry run must leave alone: the state, the pin, the history,
+/// the receipt, and every alias and version in the emulator.
+fn world(stack: &Stack) -> Vec<String> {
+    let dir = stack.local.join("terraform");
+    let mut seen: Vec<String> = [
+        "terraform.tfstate",
+        "prod.auto.tfvars.json",
+        "prod.releases.json",
+    ]
+    .iter()
+    .map(|name| std::fs::read_to_string(dir.join(name)).unwrap_or_default())
+    .collect();
+    seen.push(std::fs::read_to_string(stack.local.join("release/receipt.json")).unwrap());
+    let (runtime, config) = emulator_sdk(stack);
+    runtime.block_on(async {
+        let lambda = aws_sdk_lambda::Client::new(&config);
+        for function in ["status", "users"] {
+            let name = format!("rust-lambda-api-{function}");
+            let aliases = lambda
+                .list_aliases()
+                .function_name(&name)
+                .send()
+                .await
+                .unwrap();
+            let versions = lambda
+                .list_versions_by_function()
+                .function_name(&name)
+                .send()
+                .await
+                .unwrap();
+            seen.push(format!("{:?}", aliases.aliases()));
+            seen.push(format!("{:?}", versions.versions()));
+        }
+    });
+    seen
+}
+
+fn set_prod_alias(stack: &Stack, function: &str, version: &str) {
+    let (runtime, config) = emulator_sdk(stack);
+    runtime.block_on(async {
+        aws_sdk_lambda::Client::new(&config)
+            .update_alias()
+            .function_name(format!("rust-lambda-api-{function}"))
+            .name("prod")
+            .function_version(version)
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_release_is_rehearsed_on_the_local_stack() {
+    let stack = Stack::new("release");
+    let artifacts = stack.artifacts.to_str().unwrap().to_owned();
+    stack.ok(&["build", "--out-dir", &artifacts]);
+    stack.ok(&["emulator", "start", "--port", "0"]);
+    stack.ok(&["apply"]);
+    assert_plan_empty(&stack);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(stack.artifacts.join("manifest.json")).unwrap())
+            .unwrap();
+    let v1 = manifest["functions"]["status"].clone();
+    let users = manifest["functions"]["users"].clone();
+    let dev = Dev::start(&stack);
+    dev.check("GET", "/prod/status", None, 500);
+
+    // Nothing verified: publish refuses.
+    let err = refused(&stack, &["publish"]);
+    assert!(err.contains("no verify receipt"), "{err}");
+
+    // v1: verify, a dry run that changes nothing, publish.
+    let verified = stack.ok(&["verify"]);
+    assert!(
+        verified.contains("verified: 16/16 smoke cases passed"),
+        "{verified}"
+    );
+    assert!(
+        verified.contains(&format!("status {}", short(&v1))),
+        "{verified}"
+    );
+    let v1_receipt = std::fs::read(stack.local.join("release/receipt.json")).unwrap();
+    let before = world(&stack);
+    let dry = stack.ok(&["publish", "--dry-run"]);
+    assert!(row(&dry, "status").contains("none -> 1  "), "{dry}");
+    assert!(dry.contains("dry run: nothing was published"), "{dry}");
+    assert_eq!(world(&stack), before, "the dry run changed something");
+    let published = stack.ok(&["publish"]);
+    assert!(
+        row(&published, "status").contains("none -> 1  "),
+        "{published}"
+    );
+    assert!(published.contains("prod is at release 1"), "{published}");
+    assert_eq!(prod_runs(&dev), "1");
+    assert_plan_empty(&stack);
+    // Again: nothing to do, the same release.
+    let again = stack.ok(&["publish"]);
+    assert!(again.contains("the plan is empty"), "{again}");
+    assert!(again.contains("prod is at release 1"), "{again}");
+
+    // v2 on staging: the plan shows the code change; prod keeps v1.
+    let v2 = repackage(&stack.artifacts, "v2");
+    edit_manifest(&stack.artifacts, |manifest| {
+        manifest["functions"]["status"] = v2.clone();
+    });
+    let (code, preview) = plan(&stack);
+    assert_eq!(code, 2, "{preview}");
+    assert!(
+        preview.contains("status  code ")
+            && preview.contains(&format!("({} -> {})", short(&v1), short(&v2))),
+        "{preview}"
+    );
+    assert!(
+        !preview.contains("staging redeploys"),
+        "code alone does not redeploy: {preview}"
+    );
+    stack.ok(&["apply"]);
+    assert_plan_empty(&stack);
+    let status = stack.ok(&["status"]);
+    assert!(
+        status.contains(&format!("$LATEST {}", short(&v2))),
+        "{status}"
+    );
+    assert!(status.contains(&format!("1 {}", short(&v1))), "{status}");
+    assert_eq!(
+        dev.check("GET", "/staging/status", None, 200)["function_version"],
+        "$LATEST"
+    );
+    assert_eq!(prod_runs(&dev), "1");
+
+    // v2 broken: verify fails and publish refuses.
+    deploy_status(&stack, &users);
+    let output = stack.xtask(&["verify"]);
+    assert_eq!(output.status.code(), Some(1));
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(table.contains("FAIL    status"), "{table}");
+    assert!(table.contains("FAIL    health"), "{table}");
+    let err = refused(&stack, &["publish"]);
+    assert!(err.contains("the last verify failed"), "{err}");
+    assert_eq!(prod_runs(&dev), "1");
+
+    // Fixed: verify, publish -> prod serves v2.
+    deploy_status(&stack, &v2);
+    stack.ok(&["verify"]);
+    let published = stack.ok(&["publish"]);
+    assert!(
+        row(&published, "status").contains("1 -> 2  "),
+        "{published}"
+    );
+    assert!(
+        row(&published, "users").ends_with("1 -> 1        unchanged"),
+        "{published}"
+    );
+    assert_eq!(prod_runs(&dev), "2");
+    assert_plan_empty(&stack);
+
+    // Rollback -> prod serves v1 again; there is nothing before release 1.
+    let rolled = stack.ok(&["rollback"]);
+    assert!(row(&rolled, "status").contains("2 -> 1  "), "{rolled}");
+    assert_eq!(prod_runs(&dev), "1");
+    assert_plan_empty(&stack);
+    let err = refused(&stack, &["rollback"]);
+    assert!(err.contains("no earlier release"), "{err}");
+    let status = stack.ok(&["status"]);
+    assert!(status.contains(&format!("1 {}", short(&v1))), "{status}");
+    assert!(status.contains("drift: none"), "{status}");
+    let before = world(&stack);
+    let forward = stack.ok(&["rollback", "--to", "2", "--dry-run"]);
+    assert!(row(&forward, "status").contains("1 -> 2  "), "{forward}");
+    assert_eq!(world(&stack), before, "the dry run changed something");
+
+    // Guards. A receipt for other code (v1's, while staging runs v2).
+    let receipt = stack.local.join("release/receipt.json");
+    let v2_receipt = std::fs::read(&receipt).unwrap();
+    std::fs::write(&receipt, &v1_receipt).unwrap();
+    let err = refused(&stack, &["publish"]);
+    assert!(
+        err.contains(&format!(
+            "status: staging runs {} now, the receipt verified {}",
+            short(&v2),
+            short(&v1)
+        )),
+        "{err}"
+    );
+    std::fs::write(&receipt, &v2_receipt).unwrap();
+
+    // A pending change to something else: refused, named, nothing pinned.
+    let extra = stack.local.join("terraform/extra.auto.tfvars.json");
+    std::fs::write(&extra, r#"{"log_retention_days": 30}"#).unwrap();
+    let pin = std::fs::read(stack.local.join("terraform/prod.auto.tfvars.json")).unwrap();
+    let err = refused(&stack, &["publish"]);
+    assert!(
+        err.contains(r#"~ aws_cloudwatch_log_group.this["status"] (update)"#),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(stack.local.join("terraform/prod.auto.tfvars.json")).unwrap(),
+        pin
+    );
+    assert_eq!(prod_runs(&dev), "1");
+    std::fs::remove_file(&extra).unwrap();
+
+    // $LATEST moved after verify (v3 applied): refused.
+    let v3 = repackage(&stack.artifacts, "v3");
+    deploy_status(&stack, &v3);
+    let err = refused(&stack, &["publish"]);
+    assert!(
+        err.contains("staging no longer runs what the receipt verified"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("staging runs {} now", short(&v3))),
+        "{err}"
+    );
+    assert_eq!(prod_runs(&dev), "1");
+
+    // Drift: the prod alias moved behind Terraform's back.
+    set_prod_alias(&stack, "status", "2");
+    let status = stack.ok(&["status"]);
+    assert!(
+        status.contains("drift: status: the prod alias is on version 2, the pin says 1"),
+        "{status}"
+    );
+    let (code, preview) = plan(&stack);
+    assert_eq!(code, 2);
+    assert!(preview.contains("status  prod: 2 -> 1"), "{preview}");
+    stack.ok(&["apply"]);
+    assert_plan_empty(&stack);
+    assert_eq!(prod_runs(&dev), "1");
+}
