@@ -446,6 +446,11 @@ mod tests {
         })
     }
 
+    /// A change whose attributes do not matter.
+    fn bare(address: &str, actions: &[&str]) -> Value {
+        change(address, actions, json!({}), json!({}))
+    }
+
     fn plan(changes: Vec<Value>) -> Plan {
         Plan::from_json(&json!({ "resource_changes": changes })).unwrap()
     }
@@ -465,12 +470,7 @@ mod tests {
                 Value::Null,
                 json!({}),
             ),
-            change(
-                "aws_api_gateway_deployment.prod",
-                &["create", "delete"],
-                json!({}),
-                json!({}),
-            ),
+            bare("aws_api_gateway_deployment.prod", &["create", "delete"]),
             change(
                 r#"aws_api_gateway_stage.this["prod"]"#,
                 &["update"],
@@ -500,12 +500,7 @@ mod tests {
                 json!({}),
                 json!({}),
             ),
-            change(
-                "aws_api_gateway_deployment.staging",
-                &["create", "delete"],
-                json!({}),
-                json!({}),
-            ),
+            bare("aws_api_gateway_deployment.staging", &["create", "delete"]),
             change(
                 r#"aws_cloudwatch_log_group.this["status"]"#,
                 &["update"],
