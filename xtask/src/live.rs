@@ -14,6 +14,34 @@ use serde_json::Value;
 use crate::LocalDir;
 use crate::host::{FunctionVersion, Host, Log};
 
+/// SHA-256 (hex) of what a Lambda version snapshots besides its code:
+/// runtime, handler, role, memory, timeout, architectures, environment. A
+/// macro because the SDK has a type per operation with the same accessors
+/// (`GetFunctionConfigurationOutput`, `FunctionConfiguration`,
+/// `PublishVersionOutput`).
+macro_rules! configuration_digest {
+    ($config:expr) => {{
+        let config = $config;
+        let environment: std::collections::BTreeMap<&String, &String> = config
+            .environment()
+            .and_then(|environment| environment.variables())
+            .map(|variables| variables.iter().collect())
+            .unwrap_or_default();
+        let key = format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            config.runtime(),
+            config.handler(),
+            config.role(),
+            config.memory_size(),
+            config.timeout(),
+            config.architectures(),
+            environment
+        );
+        crate::artifact::sha256(key.as_bytes()).hex
+    }};
+}
+pub(crate) use configuration_digest;
+
 /// Terraform's outputs for the local stack, and where its artifacts are.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -219,6 +247,7 @@ impl Aws {
             version: config.version.clone().unwrap_or(version),
             arn,
             code_sha256: config.code_sha256.clone().unwrap_or_default(),
+            configuration: configuration_digest!(&config),
             memory_mb: config.memory_size.unwrap_or(128),
             timeout: Duration::from_secs(config.timeout.unwrap_or(3).max(1) as u64),
             environment: config

@@ -328,6 +328,18 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     );
     assert_eq!(prod_runs(&dev), "1");
 
+    // The configuration changed after verify (same code, more memory):
+    // refused too, since a version snapshots both.
+    stack.ok(&["verify"]);
+    std::fs::write(&extra, r#"{"memory_size": 256}"#).unwrap();
+    stack.ok(&["apply"]);
+    let err = refused(&stack, &["publish"]);
+    assert!(
+        err.contains("status: its configuration (environment, memory, timeout, role, ...) changed since verify"),
+        "{err}"
+    );
+    assert_eq!(prod_runs(&dev), "1");
+
     // Drift: the prod alias moved behind Terraform's back.
     set_prod_alias(&stack, "status", "2");
     let status = stack.ok(&["status"]);

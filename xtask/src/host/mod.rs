@@ -47,6 +47,9 @@ pub struct FunctionVersion {
     pub arn: String,
     /// Base64 SHA-256 of the deployment package.
     pub code_sha256: String,
+    /// Digest of the rest of the version's configuration
+    /// (`live::configuration_digest`).
+    pub configuration: String,
     pub memory_mb: i32,
     pub timeout: Duration,
     pub environment: BTreeMap<String, String>,
@@ -693,6 +696,7 @@ mod tests {
             version: "3".into(),
             arn: "arn:aws:lambda:eu-west-1:123456789012:function:app-status".into(),
             code_sha256: String::new(),
+            configuration: String::new(),
             memory_mb: 256,
             timeout: Duration::from_secs(3),
             environment: BTreeMap::from([

@@ -120,6 +120,7 @@ impl World {
                 .map(|version| Running {
                     version: version.version,
                     code_sha256: version.code_sha256,
+                    configuration: version.configuration,
                 });
             functions.insert(function.clone(), running);
         }
@@ -207,6 +208,8 @@ pub struct Running {
     pub version: String,
     /// Lambda's `CodeSha256` (base64).
     pub code_sha256: String,
+    /// The rest of what a version snapshots (`live::configuration_digest`).
+    pub configuration: String,
 }
 
 /// A version number as a number (`$LATEST` and anything else: 0).
@@ -335,11 +338,12 @@ impl History {
     }
 
     /// Where `rollback` goes without `--to`: the highest release below the
-    /// pinned one.
-    pub fn before(&self, pinned: u64) -> Option<&Published> {
+    /// pinned one that pins something else (a release published again
+    /// after a rollback pins what it rolled away from).
+    pub fn before(&self, pinned: &Release) -> Option<&Published> {
         self.releases
             .iter()
-            .filter(|r| r.release < pinned)
+            .filter(|r| r.release < pinned.release && !r.pin(String::new()).same_pin(pinned))
             .max_by_key(|r| r.release)
     }
 }
@@ -397,9 +401,15 @@ mod tests {
         };
         let pinned = published(2).pin(String::new());
         assert_eq!(history.next_release(&pinned), 4);
-        assert_eq!(history.before(2).unwrap().release, 1);
-        assert_eq!(history.before(3).unwrap().release, 2);
-        assert!(history.before(1).is_none());
+        assert_eq!(history.before(&pinned).unwrap().release, 1);
+        let third = published(3).pin(String::new());
+        assert_eq!(history.before(&third).unwrap().release, 2);
+        assert!(history.before(&published(1).pin(String::new())).is_none());
+        // Release 3 published what 2 had (after a rollback to 1): back is 1.
+        let mut again = history.clone();
+        again.releases[2].functions = again.releases[1].functions.clone();
+        let third = again.releases[2].pin(String::new());
+        assert_eq!(again.before(&third).unwrap().release, 1);
         let unpublished = Release {
             release: 0,
             note: String::new(),

@@ -186,7 +186,9 @@ impl Plan {
     }
 
     /// The changes a promotion may not make: anything but the prod aliases,
-    /// their invoke permissions, and the prod stage's deployment.
+    /// their invoke permissions, and the prod stage's deployment (a new
+    /// deployment, the stage updated to it; never the stage replaced or
+    /// destroyed).
     pub fn outside_prod(&self) -> Vec<&Change> {
         self.changes
             .iter()
@@ -195,7 +197,9 @@ impl Plan {
                 let allowed = change.is("aws_lambda_alias", "prod")
                     || (change.is("aws_lambda_permission", "this") && key.ends_with(":prod"))
                     || change.is("aws_api_gateway_deployment", "prod")
-                    || (change.is("aws_api_gateway_stage", "this") && key == "prod");
+                    || (change.is("aws_api_gateway_stage", "this")
+                        && key == "prod"
+                        && change.actions == ["update"]);
                 !allowed
             })
             .collect()
@@ -418,9 +422,10 @@ pub fn check_promotion(plan: &Plan, world: &World) -> Result<()> {
     }
     bail!(
         "the plan would change more than prod's aliases and deployment, so nothing was pinned or \
-         applied. Besides the promotion it would:\n  {}\nThese are changes to terraform/ (or the \
-         build) not applied yet: apply them (`cargo xtask apply{flag}`), verify staging \
-         (`cargo xtask verify{flag}`), then publish. `cargo xtask plan{flag}` shows them.",
+         applied. Besides the promotion it would:\n  {}\nThat is a change to terraform/, a var \
+         file or the build not applied yet, or drift of what is applied: \
+         `cargo xtask plan{flag}` shows it. Apply it (`cargo xtask apply{flag}`), verify staging \
+         (`cargo xtask verify{flag}`), then publish.",
         outside.join("\n  "),
         flag = world.flag()
     )
@@ -513,13 +518,17 @@ mod tests {
                 json!({}),
                 json!({}),
             ),
+            bare(
+                r#"aws_api_gateway_stage.this["prod"]"#,
+                &["delete", "create"],
+            ),
         ]);
         let outside: Vec<&str> = more
             .outside_prod()
             .iter()
             .map(|c| c.address.as_str())
             .collect();
-        assert_eq!(outside.len(), 5, "{outside:?}");
+        assert_eq!(outside.len(), 6, "{outside:?}");
     }
 
     #[test]

@@ -12,14 +12,15 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use aws_sdk_lambda::types::FunctionConfiguration;
 use xshell::Shell;
 
 use super::plan::{self, Plan};
 use super::verify::Receipt;
-use super::{History, Published, Release, StageRuns, World, refuse, short_hash, short_revision};
+use super::{
+    History, Published, Release, Running, StageRuns, World, refuse, short_hash, short_revision,
+};
 use crate::LocalDir;
-use crate::live::aws_error;
+use crate::live::{aws_error, configuration_digest};
 use crate::terraform::TargetArgs;
 
 #[derive(Debug, clap::Args)]
@@ -62,8 +63,11 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
     let target = if world.terraform.aws { "aws" } else { "local" };
     let staging = runtime.block_on(world.stage("staging"))?;
     refuse(
-        "staging no longer runs what the receipt verified, so nothing was published \
-         (run `cargo xtask verify` again)",
+        &format!(
+            "staging no longer runs what the receipt verified, so nothing was published \
+             (run `cargo xtask verify{}` again)",
+            world.flag()
+        ),
         &receipt.mismatches(target, &world.applied.api_id, &staging),
     )?;
 
@@ -73,12 +77,7 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
     let mut moves = Vec::new();
     for (function, verified) in &receipt.functions {
         let name = world.applied.function_name(function)?;
-        let version = runtime.block_on(version_for(
-            &world,
-            &name,
-            &verified.code_sha256,
-            args.dry_run,
-        ))?;
+        let version = runtime.block_on(version_for(&world, &name, verified, args.dry_run))?;
         moves.push(format!("{function}: {}", version.describe()));
         versions.insert(function.clone(), version.number().to_owned());
     }
@@ -117,6 +116,7 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
             .collect(),
         api_revision: candidate.api_revision.clone(),
     };
+    let resume = format!("cargo xtask publish{}", world.flag());
     promote(
         sh,
         &world,
@@ -124,6 +124,7 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
         &candidate,
         Some(published),
         args.dry_run,
+        &resume,
     )
 }
 
@@ -153,7 +154,7 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
                 known()
             )
         })?,
-        None => history.before(pinned.release).with_context(|| {
+        None => history.before(&pinned).with_context(|| {
             format!(
                 "prod is at release {}, and there is no earlier release to go back to ({})",
                 pinned.release,
@@ -161,13 +162,19 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
             )
         })?,
     };
-    if target.api_revision != world.applied.api_revision {
+    // Prod redeploys only when the pinned revision changes, and a deployment
+    // snapshots the API as applied now: going back is safe to prod's current
+    // revision (no redeployment) or to the applied one, to no other.
+    if target.api_revision != pinned.api_revision
+        && target.api_revision != world.applied.api_revision
+    {
         bail!(
-            "release {} was published at API revision {}, but the API is at {} now: deploying prod \
-             now would snapshot today's API configuration, not that one. Put terraform/ back as it \
-             was (git revert), apply, verify and publish instead.",
+            "release {} was published at API revision {}; prod is at {} and the API is applied at \
+             {}: deploying prod now would snapshot today's API configuration, not that one. Put \
+             terraform/ back as it was (git revert), apply, verify and publish instead.",
             target.release,
             short_revision(&target.api_revision),
+            short_revision(&pinned.api_revision),
             short_revision(&world.applied.api_revision)
         );
     }
@@ -210,7 +217,12 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
         "==> rollback: release {} -> {}",
         pinned.release, target.release
     );
-    promote(sh, &world, &pinned, &candidate, None, args.dry_run)
+    let resume = format!(
+        "cargo xtask rollback{} --to {}",
+        world.flag(),
+        target.release
+    );
+    promote(sh, &world, &pinned, &candidate, None, args.dry_run, &resume)
 }
 
 /// The version `function` publishes for the verified `code_sha256`.
@@ -237,31 +249,37 @@ impl Version {
     }
 }
 
-/// Finds or publishes the version of `function` holding `code_sha256`
-/// with `$LATEST`'s configuration.
+/// Finds or publishes the version of `function` that snapshots what was
+/// `verified`: its code and its configuration.
 async fn version_for(
     world: &World,
     function: &str,
-    code_sha256: &str,
+    verified: &Running,
     dry_run: bool,
 ) -> Result<Version> {
     let (latest, versions) = world.versions(function).await?;
     // AWS refuses PublishVersion on a CodeSha256 mismatch; the emulator does
-    // not, so the check is ours too.
-    if latest.code_sha256() != Some(code_sha256) {
+    // not, so the check is ours too (and covers the configuration).
+    let again = || format!("run `cargo xtask verify{}` again", world.flag());
+    if latest.code_sha256() != Some(verified.code_sha256.as_str()) {
         bail!(
-            "{function}: $LATEST holds {} now, not the verified {}: it moved since verify; run \
-             `cargo xtask verify{}` again",
+            "{function}: $LATEST holds {} now, not the verified {}: it moved since verify; {}",
             short_hash(latest.code_sha256().unwrap_or_default()),
-            short_hash(code_sha256),
-            world.flag()
+            short_hash(&verified.code_sha256),
+            again()
         );
     }
-    if let Some(existing) = versions
-        .iter()
-        .rev()
-        .find(|version| same_snapshot(version, &latest))
-    {
+    if configuration_digest!(&latest) != verified.configuration {
+        bail!(
+            "{function}: the configuration of $LATEST changed since verify; {}",
+            again()
+        );
+    }
+    let snapshots_it = |version: &aws_sdk_lambda::types::FunctionConfiguration| {
+        version.code_sha256() == Some(verified.code_sha256.as_str())
+            && configuration_digest!(version) == verified.configuration
+    };
+    if let Some(existing) = versions.iter().rev().find(|version| snapshots_it(version)) {
         return Ok(Version::Reused(
             existing.version().unwrap_or_default().to_owned(),
         ));
@@ -280,8 +298,8 @@ async fn version_for(
         .lambda
         .publish_version()
         .function_name(function)
-        .code_sha256(code_sha256)
-        .description(format!("verified CodeSha256 {code_sha256}"))
+        .code_sha256(&verified.code_sha256)
+        .description(format!("verified CodeSha256 {}", verified.code_sha256))
         .send()
         .await
         .map_err(aws_error)
@@ -292,39 +310,16 @@ async fn version_for(
             )
         })?;
     let version = published.version().unwrap_or_default().to_owned();
-    if published.code_sha256() != Some(code_sha256) {
+    if published.code_sha256() != Some(verified.code_sha256.as_str())
+        || configuration_digest!(&published) != verified.configuration
+    {
         bail!(
-            "{function}: $LATEST changed while publishing: version {version} holds {}, not the \
-             verified {}; it is not pinned. Verify again.",
-            short_hash(published.code_sha256().unwrap_or_default()),
-            short_hash(code_sha256)
+            "{function}: $LATEST changed while publishing: version {version} is not what was \
+             verified, and it is not pinned. {}.",
+            again()
         );
     }
     Ok(Version::Published(version))
-}
-
-/// Whether a published version is what publishing `latest` would make:
-/// the same code and the same configuration.
-fn same_snapshot(version: &FunctionConfiguration, latest: &FunctionConfiguration) -> bool {
-    fn key(config: &FunctionConfiguration) -> String {
-        let environment: BTreeMap<&String, &String> = config
-            .environment()
-            .and_then(|environment| environment.variables())
-            .map(|variables| variables.iter().collect())
-            .unwrap_or_default();
-        format!(
-            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
-            config.code_sha256(),
-            config.runtime(),
-            config.handler(),
-            config.role(),
-            config.memory_size(),
-            config.timeout(),
-            config.architectures(),
-            environment
-        )
-    }
-    key(version) == key(latest)
 }
 
 /// Moves prod to `candidate`: plan with it, refuse anything beyond prod,
@@ -336,6 +331,7 @@ fn promote(
     candidate: &Release,
     release: Option<Published>,
     dry_run: bool,
+    resume: &str,
 ) -> Result<()> {
     let scratch = plan::scratch_dir(&world.local, &world.terraform)?;
     let candidate_file = scratch.join("candidate.tfvars.json");
@@ -375,8 +371,7 @@ fn promote(
             .output()?;
         if !output.status.success() {
             bail!(
-                "terraform apply failed; the pin {} is written, so running this command again \
-                 resumes:\n{}{}",
+                "terraform apply failed; the pin {} is written, and `{resume}` resumes:\n{}{}",
                 world.pin_path().display(),
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)

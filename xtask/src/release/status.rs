@@ -178,6 +178,7 @@ mod tests {
             Some(Running {
                 version: version.to_owned(),
                 code_sha256: String::new(),
+                configuration: String::new(),
             })
         };
         let mut prod = StageRuns {

@@ -81,12 +81,19 @@ impl Receipt {
         }
         for (function, running) in &staging.functions {
             match (running, self.functions.get(function)) {
-                (Some(now), Some(verified)) if now.code_sha256 == verified.code_sha256 => {}
-                (Some(now), Some(verified)) => reasons.push(format!(
-                    "{function}: staging runs {} now, the receipt verified {}",
-                    short_hash(&now.code_sha256),
-                    short_hash(&verified.code_sha256)
-                )),
+                (Some(now), Some(verified)) if now.code_sha256 != verified.code_sha256 => reasons
+                    .push(format!(
+                        "{function}: staging runs {} now, the receipt verified {}",
+                        short_hash(&now.code_sha256),
+                        short_hash(&verified.code_sha256)
+                    )),
+                (Some(now), Some(verified)) if now.configuration != verified.configuration => {
+                    reasons.push(format!(
+                        "{function}: its configuration (environment, memory, timeout, role, ...) \
+                         changed since verify"
+                    ))
+                }
+                (Some(_), Some(_)) => {}
                 (Some(_), None) => reasons.push(format!("{function}: not in the receipt")),
                 (None, _) => reasons.push(format!("{function}: staging has no alias for it")),
             }
@@ -283,6 +290,7 @@ mod tests {
         Running {
             version: version.to_owned(),
             code_sha256: hash.to_owned(),
+            configuration: "config".to_owned(),
         }
     }
 
@@ -328,6 +336,18 @@ mod tests {
         let moved = receipt.mismatches("local", "api", &staging(Some("cccc"), "rev1"));
         assert_eq!(moved.len(), 1);
         assert!(moved[0].starts_with("status: staging runs"), "{moved:?}");
+
+        let mut reconfigured = staging(Some("aaaa"), "rev1");
+        if let Some(Some(status)) = reconfigured.functions.get_mut("status") {
+            status.configuration = "more memory".to_owned();
+        }
+        let changed = receipt.mismatches("local", "api", &reconfigured);
+        assert_eq!(
+            changed,
+            [
+                "status: its configuration (environment, memory, timeout, role, ...) changed since verify"
+            ]
+        );
 
         let redeployed = receipt.mismatches("local", "api", &staging(Some("aaaa"), "rev2"));
         assert!(
