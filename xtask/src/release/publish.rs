@@ -116,16 +116,13 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
             .collect(),
         api_revision: candidate.api_revision.clone(),
     };
-    let resume = format!("cargo xtask publish{}", world.flag());
-    promote(
-        sh,
-        &world,
-        &pinned,
-        &candidate,
-        Some(published),
-        args.dry_run,
-        &resume,
-    )
+    let promotion = Promotion {
+        pinned,
+        candidate,
+        release: Some(published),
+        resume: format!("cargo xtask publish{}", world.flag()),
+    };
+    promote(&runtime, sh, &world, promotion, args.dry_run)
 }
 
 /// `cargo xtask rollback`.
@@ -222,7 +219,13 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
         world.flag(),
         target.release
     );
-    promote(sh, &world, &pinned, &candidate, None, args.dry_run, &resume)
+    let promotion = Promotion {
+        pinned,
+        candidate,
+        release: None,
+        resume,
+    };
+    promote(&runtime, sh, &world, promotion, args.dry_run)
 }
 
 /// The version `function` publishes for the verified `code_sha256`.
@@ -322,17 +325,32 @@ async fn version_for(
     Ok(Version::Published(version))
 }
 
+/// A move of prod: from the pinned release to the candidate.
+struct Promotion {
+    pinned: Release,
+    candidate: Release,
+    /// What the history gains (a publish; a rollback adds nothing).
+    release: Option<Published>,
+    /// The command that resumes it if the apply fails.
+    resume: String,
+}
+
 /// Moves prod to `candidate`: plan with it, refuse anything beyond prod,
 /// write the pin, apply the saved plan, record the release.
 fn promote(
+    runtime: &tokio::runtime::Runtime,
     sh: &Shell,
     world: &World,
-    pinned: &Release,
-    candidate: &Release,
-    release: Option<Published>,
+    promotion: Promotion,
     dry_run: bool,
-    resume: &str,
 ) -> Result<()> {
+    let Promotion {
+        pinned,
+        candidate,
+        release,
+        resume,
+    } = promotion;
+    let candidate = &candidate;
     let scratch = plan::scratch_dir(&world.local, &world.terraform)?;
     let candidate_file = scratch.join("candidate.tfvars.json");
     std::fs::write(&candidate_file, candidate.file_text())?;
@@ -345,8 +363,9 @@ fn promote(
         Some(&candidate_file),
     )?;
     plan::check_promotion(&plan, world)?;
-    let prod = super::runtime()?.block_on(world.stage("prod"))?;
-    print!("{}", summary(&plan, &prod, pinned, candidate));
+    // On the runtime the world's SDK clients were made on.
+    let prod = runtime.block_on(world.stage("prod"))?;
+    print!("{}", summary(&plan, &prod, &pinned, candidate));
     if dry_run {
         println!(
             "dry run: nothing was published, pinned or applied ({} unchanged)",
