@@ -9,6 +9,8 @@ locals {
     for name, artifact in local.manifest.functions : name => {
       filename         = "${var.artifacts_dir}/${artifact.path}"
       source_code_hash = artifact.code_sha256
+      # Manifests written before builds had profiles held release builds only.
+      profile = try(artifact.profile, "release")
     }
   }
 
@@ -45,6 +47,13 @@ resource "aws_lambda_function" "this" {
 
   # The log group exists (with its retention) before the function first logs.
   depends_on = [aws_cloudwatch_log_group.this, aws_iam_role_policy.this]
+
+  lifecycle {
+    precondition {
+      condition     = each.value.profile == "release" || var.accept_watch_builds
+      error_message = "${each.key} is a `cargo xtask dev --watch` build (profile ${each.value.profile}), which only the local stack runs: build it for release with `cargo xtask build ${each.key}` first."
+    }
+  }
 }
 
 # `staging` follows every new upload; `prod` serves a published version.

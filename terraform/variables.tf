@@ -21,6 +21,12 @@ variable "artifacts_dir" {
   default     = "../target/lambda"
 }
 
+variable "accept_watch_builds" {
+  description = "Whether a function may run a `cargo xtask dev --watch` build (the quick, unoptimised profile) instead of a release build. The local stack sets it; real stages run release builds only."
+  type        = bool
+  default     = false
+}
+
 variable "memory_size" {
   description = "Memory of every function, in MB."
   type        = number

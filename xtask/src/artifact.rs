@@ -203,6 +203,36 @@ pub struct Artifact {
     pub binary_sha256: String,
     /// The highest glibc the binary needs, `none` for a static one.
     pub max_glibc: String,
+    /// The cargo profile the binary was built with: `release` (what may be
+    /// verified and published) or `watch` (`cargo xtask dev --watch`'s quick
+    /// builds, which the local stack alone accepts).
+    #[serde(default)]
+    pub profile: Profile,
+}
+
+/// The cargo profile of a function build.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Small and quick to start (`opt-level = "z"`, fat LTO, one codegen
+    /// unit): the only builds `verify` vouches for and `publish` promotes.
+    #[default]
+    Release,
+    /// Quick to compile (no LTO, incremental): `cargo xtask dev --watch`'s
+    /// builds, for staging on the local stack only.
+    Watch,
+}
+
+impl Profile {
+    /// Cargo's name for it, which is also its output directory's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Watch => "watch",
+        }
+    }
 }
 
 #[cfg(test)]

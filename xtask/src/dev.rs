@@ -55,6 +55,7 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
             build::Args {
                 functions: Vec::new(),
                 out_dir: out_dir.clone(),
+                profile: crate::artifact::Profile::Release,
             },
         )?;
     }

@@ -274,7 +274,8 @@ fn sync_working_dir(source: &Path, dir: &Path, endpoint: &str, artifacts: &Path)
         }
     }
     fs::write(dir.join("local_override.tf"), local_override(endpoint))?;
-    let vars = json!({ "artifacts_dir": artifacts });
+    // Only the local stack runs `dev --watch`'s quick builds.
+    let vars = json!({ "artifacts_dir": artifacts, "accept_watch_builds": true });
     fs::write(
         dir.join("local.auto.tfvars.json"),
         serde_json::to_string_pretty(&vars)? + "\n",

@@ -32,7 +32,14 @@ fn xtask(args: &[&str]) -> Output {
 /// A build into `out_dir` (not the developer's `target/lambda`): the
 /// manifest, stdout and stderr.
 fn build(out_dir: &Path) -> (Value, String, String) {
-    let output = xtask(&["build", "--out-dir", out_dir.to_str().unwrap()]);
+    build_named(out_dir, &[])
+}
+
+/// A build of `functions` (every function when empty) into `out_dir`.
+fn build_named(out_dir: &Path, functions: &[&str]) -> (Value, String, String) {
+    let mut args = vec!["build", "--out-dir", out_dir.to_str().unwrap()];
+    args.extend(functions);
+    let output = xtask(&args);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(output.status.success(), "build failed: {stdout}");
     let manifest = std::fs::read_to_string(out_dir.join("manifest.json")).unwrap();
@@ -140,6 +147,17 @@ fn rebuilding_the_same_source_gives_the_same_artifacts() {
     assert_eq!(third, first);
     for function in FUNCTIONS {
         assert_eq!(since_last_build(&stdout, function), "unchanged");
+    }
+
+    // A function built alone is the same zip as built with the others
+    // (cargo would unify its features with theirs if built together).
+    for function in FUNCTIONS {
+        let alone_dir = empty_dir(&format!("alone-{function}"));
+        let (alone, _, _) = build_named(&alone_dir, &[function]);
+        assert_eq!(
+            alone["functions"][function], first["functions"][function],
+            "{function} built alone is other bytes than built with the rest"
+        );
     }
 }
 

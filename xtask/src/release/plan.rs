@@ -546,6 +546,7 @@ mod tests {
                 binary_size: 0,
                 binary_sha256: String::new(),
                 max_glibc: String::new(),
+                profile: Default::default(),
             },
         );
         let plan = plan(vec![

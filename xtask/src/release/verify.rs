@@ -13,6 +13,7 @@ use xshell::Shell;
 use super::smoke::{self, Outcome};
 use super::{Running, StageRuns, World, short_hash, short_revision};
 use crate::LocalDir;
+use crate::artifact::{Manifest, Profile};
 use crate::gateway::{self, Gateway};
 use crate::host::Log;
 use crate::terraform::TargetArgs;
@@ -175,6 +176,13 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
         .iter()
         .map(|route| format!("no smoke case requests {route} ({})", smoke::CASES_FILE))
         .collect();
+    let manifest_dir = match (&args.target.artifacts_dir, world.terraform.aws) {
+        (_, false) => world.applied.artifacts_dir.clone(),
+        (Some(dir), true) => dir.clone(),
+        (None, true) => crate::project_root().join(crate::build::OUT_DIR),
+    };
+    let manifest = read_manifest(&manifest_dir.join("manifest.json"))?;
+    problems.extend(unreleased(&staged, manifest.as_ref(), !world.terraform.aws));
     if after != before {
         problems.push("staging changed while the cases ran (an apply?): verify again".to_owned());
     }
@@ -229,6 +237,54 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
         world.flag()
     );
     Ok(())
+}
+
+/// The build manifest at `path`, if there is one.
+fn read_manifest(path: &std::path::Path) -> Result<Option<Manifest>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Why the code `staged` runs may not be vouched for: a `dev --watch`
+/// build is never published, and on the local stack (`applied`: the
+/// manifest is the one applied) code the manifest does not hold as a
+/// release build came from elsewhere (an earlier watch, say).
+fn unreleased(
+    staged: &BTreeMap<String, Running>,
+    manifest: Option<&Manifest>,
+    applied: bool,
+) -> Vec<String> {
+    let build = |code_sha256: &str| {
+        manifest?
+            .functions
+            .values()
+            .find(|artifact| artifact.code_sha256 == code_sha256)
+    };
+    let mut problems = Vec::new();
+    for (function, running) in staged {
+        let code = short_hash(&running.code_sha256);
+        match build(&running.code_sha256) {
+            Some(artifact) if artifact.profile == Profile::Release => {}
+            Some(artifact) => problems.push(format!(
+                "{function}: staging runs {code}, a {} build (`cargo xtask dev --watch`), which \
+                 is never published: `cargo xtask build && cargo xtask apply`, then verify",
+                artifact.profile.as_str()
+            )),
+            None if applied => problems.push(format!(
+                "{function}: staging runs {code}, which the build manifest does not hold (a \
+                 watch build, or a build since replaced): `cargo xtask build && cargo xtask \
+                 apply`, then verify"
+            )),
+            None => {}
+        }
+    }
+    problems
 }
 
 /// Every route (method, resource path) of the applied API.
@@ -322,6 +378,85 @@ mod tests {
                 ("users".to_owned(), Some(running("$LATEST", "bbbb"))),
             ]),
         }
+    }
+
+    #[test]
+    fn only_release_builds_are_vouched_for() {
+        let release = crate::artifact::sha256(b"release zip");
+        let watch = crate::artifact::sha256(b"watch zip");
+        let other = crate::artifact::sha256(b"someone else's zip");
+        let artifact =
+            |digest: &crate::artifact::Sha256Digest, profile| crate::artifact::Artifact {
+                path: format!("f-{}.zip", digest.hex),
+                zip_size: 1,
+                sha256: digest.hex.clone(),
+                code_sha256: digest.base64.clone(),
+                binary_size: 1,
+                binary_sha256: String::new(),
+                max_glibc: "none".to_owned(),
+                profile,
+            };
+        let mut manifest = Manifest::default();
+        manifest
+            .functions
+            .insert("status".to_owned(), artifact(&release, Profile::Release));
+        manifest
+            .functions
+            .insert("users".to_owned(), artifact(&watch, Profile::Watch));
+        let staged = |status: &str, users: &str| {
+            BTreeMap::from([
+                ("status".to_owned(), running("$LATEST", status)),
+                ("users".to_owned(), running("$LATEST", users)),
+            ])
+        };
+
+        assert!(
+            unreleased(
+                &staged(&release.base64, &release.base64),
+                Some(&manifest),
+                true
+            )
+            .is_empty()
+        );
+        let watched = unreleased(
+            &staged(&release.base64, &watch.base64),
+            Some(&manifest),
+            true,
+        );
+        assert_eq!(watched.len(), 1);
+        assert!(
+            watched[0].starts_with("users: ") && watched[0].contains("a watch build"),
+            "{watched:?}"
+        );
+        // On AWS too, a watch build the manifest knows is refused ...
+        assert_eq!(
+            unreleased(
+                &staged(&release.base64, &watch.base64),
+                Some(&manifest),
+                false
+            )
+            .len(),
+            1
+        );
+        // ... while code built elsewhere is only refused where the manifest is the applied one.
+        let foreign = unreleased(
+            &staged(&other.base64, &release.base64),
+            Some(&manifest),
+            true,
+        );
+        assert!(foreign[0].contains("does not hold"), "{foreign:?}");
+        assert!(
+            unreleased(
+                &staged(&other.base64, &release.base64),
+                Some(&manifest),
+                false
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            unreleased(&staged(&other.base64, &other.base64), None, true).len(),
+            2
+        );
     }
 
     #[test]
