@@ -11,7 +11,7 @@ use xshell::Shell;
 
 use crate::LocalDir;
 use crate::gateway::{self, Gateway};
-use crate::host::{Log, Outcome};
+use crate::host::{Limits, Log, Outcome};
 use crate::live::{Applied, LocalStack};
 use crate::{build, terraform};
 
@@ -26,6 +26,33 @@ pub struct DevArgs {
     /// Directory of the build manifest [default: target/lambda].
     #[arg(long, value_name = "DIR", env = "XTASK_ARTIFACTS_DIR")]
     artifacts_dir: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// The local Lambda host's limits (see `host::Limits`).
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Concurrent executions of the functions without reserved concurrency,
+    /// together (each execution environment is a process); past it an
+    /// invocation is throttled, as Lambda throttles past the account's.
+    #[arg(long, value_name = "N", env = "XTASK_CONCURRENCY", default_value_t = Limits::default().concurrency,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+    /// How long an idle execution environment is kept before it is shut
+    /// down (the next invocation is a cold start): `300s`, `5m`.
+    #[arg(long, value_name = "DURATION", env = "XTASK_IDLE_TIMEOUT", default_value = "5m",
+          value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            concurrency: self.concurrency,
+            idle_timeout: self.idle_timeout,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,12 +91,12 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
         artifacts_dir: Some(out_dir),
     };
     terraform::apply_quietly(sh, local, &target)?;
-    runtime()?.block_on(serve(local, args.port))
+    runtime()?.block_on(serve(local, args.port, args.limits.limits()))
 }
 
-async fn serve(local: &LocalDir, port: u16) -> Result<()> {
+async fn serve(local: &LocalDir, port: u16, limits: Limits) -> Result<()> {
     let stack = LocalStack::connect(local).await?;
-    let host = stack.host(local, Log::stderr());
+    let host = stack.host(local, Log::stderr(), limits);
     let gateway = Gateway::new(local, stack.aws, host)
         .await
         .context("the local gateway refuses to serve this API")?;
@@ -148,7 +175,7 @@ pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
                     args.alias
                 )
             })?;
-        let host = stack.host(local, Log::stderr());
+        let host = stack.host(local, Log::stderr(), Limits::default());
         let invoked_arn = format!("{}:{}", version.arn, args.alias);
         let mut invocations = Vec::new();
         for _ in 0..args.repeat {
@@ -167,6 +194,12 @@ pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
             Outcome::FunctionError { error_type, .. } => {
                 bail!(
                     "{function}:{} failed: {error_type} (its error document is above)",
+                    args.alias
+                )
+            }
+            Outcome::Throttled { reason } => {
+                bail!(
+                    "Lambda throttled {function}:{}: TooManyRequestsException ({reason})",
                     args.alias
                 )
             }

@@ -12,7 +12,7 @@ use aws_sdk_lambda::error::ProvideErrorMetadata;
 use serde_json::Value;
 
 use crate::LocalDir;
-use crate::host::{FunctionVersion, Host, Log};
+use crate::host::{FunctionVersion, Host, Limits, Log};
 
 /// SHA-256 (hex) of what a Lambda version snapshots besides its code:
 /// runtime, handler, role, memory, timeout, architectures, environment. A
@@ -239,6 +239,17 @@ impl Aws {
             _ => arn,
         };
         let region = arn.split(':').nth(3).unwrap_or_default().to_owned();
+        // Reserved concurrency is the function's, whatever version runs.
+        let reserved_concurrency = self
+            .lambda
+            .get_function_concurrency()
+            .function_name(function)
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("reading the reserved concurrency of {function}"))?
+            .reserved_concurrent_executions
+            .map(|reserved| reserved.max(0) as u32);
         Ok(Some(FunctionVersion {
             name: config
                 .function_name
@@ -256,6 +267,7 @@ impl Aws {
                 .map(|variables| variables.into_iter().collect())
                 .unwrap_or_default(),
             region,
+            reserved_concurrency,
         }))
     }
 }
@@ -303,7 +315,7 @@ impl LocalStack {
     /// A Lambda host for its functions: code from the applied artifacts
     /// directory, unpacked under `<local dir>/lambda`, and the emulator's
     /// endpoint and fake credentials in every function's environment.
-    pub fn host(&self, local: &LocalDir, log: Log) -> Arc<Host> {
+    pub fn host(&self, local: &LocalDir, log: Log, limits: Limits) -> Arc<Host> {
         let env = [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", "local"),
@@ -318,6 +330,7 @@ impl LocalStack {
             local.0.join("lambda"),
             env,
             log,
+            limits,
         )
     }
 }

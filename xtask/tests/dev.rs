@@ -189,7 +189,8 @@ fn the_local_gateway_serves_what_terraform_applied() {
     ]);
     let overrides = r#"
 resource "aws_lambda_function" "this" {
-  timeout = each.key == "faulty" ? 2 : var.timeout
+  timeout                        = each.key == "faulty" ? 2 : var.timeout
+  reserved_concurrent_executions = each.key == "faulty" ? 3 : -1
 }
 
 resource "aws_api_gateway_integration" "this" {
@@ -198,7 +199,8 @@ resource "aws_api_gateway_integration" "this" {
 "#;
     std::fs::write(dir.join("test_faults_override.tf"), routes + overrides).unwrap();
 
-    let dev = Dev::start(&stack);
+    // Idle environments are shut down after 4 s (checked at the end).
+    let dev = Dev::start_with(&stack, &["--idle-timeout", "4s"]);
 
     // Staging: every route and status. Prod has nothing published: its
     // routes exist, their aliases do not.
@@ -378,6 +380,58 @@ resource "aws_api_gateway_integration" "this" {
         "2"
     );
     dev.check("GET", "/prod/fault/error-409", None, 409);
+
+    // Execution environments scale out as Lambda's do, up to the function's
+    // reserved concurrency (3 for `faulty`): of four naps at once, three run,
+    // each in an environment of its own; the fourth is throttled, which API
+    // Gateway answers with its own 500.
+    let starts = |log: &str| {
+        log.matches("[rust-lambda-api-faulty:$LATEST] START")
+            .count()
+    };
+    let started = starts(&dev.log());
+    let naps = dev.concurrently(4, "/staging/fault/nap");
+    let (ran, throttled): (Vec<_>, Vec<_>) = naps.iter().partition(|reply| reply.status == 200);
+    assert_eq!(
+        (ran.len(), throttled.len()),
+        (3, 1),
+        "{:?}",
+        naps.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        throttled[0].body,
+        json!({"message": "Internal server error"})
+    );
+    assert!(
+        throttled[0]
+            .head
+            .contains("x-amzn-errortype: internalservererrorexception")
+    );
+    let pids: std::collections::BTreeSet<u64> = ran
+        .iter()
+        .map(|reply| reply.body["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        3,
+        "concurrent requests shared an environment: {pids:?}"
+    );
+    assert_eq!(starts(&dev.log()) - started, 3, "the throttled request ran");
+    // Warm afterwards: the next one runs in one of those three.
+    let warm = dev.check("GET", "/staging/fault/ok", None, 200);
+    assert!(pids.contains(&warm["pid"].as_u64().unwrap()));
+    assert!(warm["invocations"].as_u64().unwrap() >= 2);
+    // Idle past 4 s, the environments are shut down: the next is a cold start.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        dev.log()
+            .contains("[rust-lambda-api-faulty:$LATEST] shut down"),
+        "{}",
+        dev.log()
+    );
+    let cold = dev.check("GET", "/staging/fault/ok", None, 200);
+    assert!(!pids.contains(&cold["pid"].as_u64().unwrap()));
+    assert_eq!(cold["invocations"], 1);
 
     // Terraform agrees nothing is left to do.
     let plan = stack.xtask(&["tf", "--", "plan", "-input=false", "-detailed-exitcode"]);

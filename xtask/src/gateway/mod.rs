@@ -317,6 +317,23 @@ pub fn map_outcome(
             eprintln!("Lambda invocation failed: {message}");
             return internal_error();
         }
+        // A throttled invocation (Lambda's 429) never reaches the selection
+        // patterns: API Gateway answers its own 500 "Internal server error",
+        // and no integration response can map it otherwise. Reported from
+        // REST APIs on AWS: AWS Knowledge Center "How do I resolve 'Internal
+        // server error' from a Lambda integration" (throttling), AWS re:Post
+        // QUfI6bsdd0SOiPeyimzxSkfQ ("API Gateway converts this into HTTP 500
+        // Internal Server Error"), and AWS's answer on Stack Overflow 36363280
+        // ("There is no way to map Lambda's 429 to any status code. It will
+        // always be considered as 500."). (The gateway-response table lists
+        // INTEGRATION_FAILURE at 504, but that is not what clients see.)
+        Outcome::Throttled { reason } => {
+            eprintln!(
+                "Lambda invocation failed with status: 429 ({reason}). Execution failed due to \
+                 configuration error: Rate Exceeded."
+            );
+            return internal_error();
+        }
         Outcome::Response(_) => integration.default.as_ref(),
         Outcome::FunctionError { message, .. } => integration
             .responses
@@ -561,6 +578,17 @@ mod tests {
         check(
             &integration,
             Outcome::ServiceError("ResourceNotFoundException".into()),
+            500,
+            r#"{"message":"Internal server error"}"#,
+        )
+        .await;
+        // Throttled: API Gateway's own 500, even though the catch-all
+        // pattern would match any error message.
+        check(
+            &integration,
+            Outcome::Throttled {
+                reason: "ReservedFunctionConcurrentInvocationLimitExceeded".into(),
+            },
             500,
             r#"{"message":"Internal server error"}"#,
         )

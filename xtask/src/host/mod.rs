@@ -3,8 +3,15 @@
 //!
 //! - The code is the built zip whose SHA-256 is the version's `CodeSha256`
 //!   (artifacts are content-addressed), unpacked once into a cache.
-//! - Each function version (code and configuration) has one execution
-//!   environment: one warm process, one invocation at a time; callers queue.
+//! - Each function version (code and configuration) has a pool of execution
+//!   environments: an invocation takes an idle one (warm) or starts a new
+//!   process (a cold start, with its `Init Duration`); each environment
+//!   serves one invocation at a time. Concurrent executions are limited as
+//!   Lambda limits them: a function's reserved concurrency if it has one,
+//!   else the local stack's concurrency shared by every other function
+//!   ([`Limits`]). Past the limit the invocation is throttled (Lambda's 429
+//!   `TooManyRequestsException`). An environment idle for
+//!   [`Limits::idle_timeout`] is shut down.
 //! - The process talks to the host through the Lambda Runtime API on its own
 //!   loopback port ([`runtime_api`]), with the environment Lambda sets plus
 //!   the function's configured variables.
@@ -19,7 +26,7 @@ mod runtime_api;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -54,6 +61,32 @@ pub struct FunctionVersion {
     pub timeout: Duration,
     pub environment: BTreeMap<String, String>,
     pub region: String,
+    /// The function's reserved concurrency (`GetFunctionConcurrency`): at
+    /// most this many executions of the function, all versions together,
+    /// at once. `None`: it shares the unreserved concurrency.
+    pub reserved_concurrency: Option<u32>,
+}
+
+/// How much the host may run at once, and how long it keeps an idle
+/// execution environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent executions of every function without reserved
+    /// concurrency, together: Lambda's account concurrency (1,000 by
+    /// default on AWS; lower here, where each environment is a process).
+    pub concurrency: u32,
+    /// How long an environment may sit idle before it is shut down (Lambda
+    /// does not document its own; environments are seen kept for minutes).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            concurrency: 32,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 /// What an invocation produced, as Lambda's `Invoke` returns it.
@@ -63,6 +96,11 @@ pub enum Outcome {
     Response(Vec<u8>),
     /// A function error (`X-Amz-Function-Error`): its `errorType` and `errorMessage`.
     FunctionError { error_type: String, message: String },
+    /// `Invoke` was refused with 429 `TooManyRequestsException`: every
+    /// execution the function may run at once is running. `reason` is
+    /// Lambda's (`ReservedFunctionConcurrentInvocationLimitExceeded`, or
+    /// `ConcurrentInvocationLimitExceeded` for the shared concurrency).
+    Throttled { reason: String },
     /// Lambda could not run the function at all (the `Invoke` call failed).
     ServiceError(String),
 }
@@ -85,6 +123,13 @@ impl Outcome {
             } => serde_json::to_vec(&serde_json::json!({
                 "errorMessage": message,
                 "errorType": error_type,
+            }))
+            .expect("JSON of strings"),
+            // The body of Lambda's 429.
+            Outcome::Throttled { reason } => serde_json::to_vec(&serde_json::json!({
+                "Reason": reason,
+                "Type": "User",
+                "message": "Rate Exceeded.",
             }))
             .expect("JSON of strings"),
             Outcome::ServiceError(message) => message.clone().into_bytes(),
@@ -143,14 +188,72 @@ pub struct Host {
     /// Variables the local stack adds to Lambda's (the emulator's endpoint,
     /// fake credentials), under the function's own.
     extra_env: Vec<(String, String)>,
-    environments: Mutex<HashMap<FunctionVersion, Arc<Environment>>>,
+    limits: Limits,
+    pools: Mutex<HashMap<FunctionVersion, Arc<Pool>>>,
+    /// Executions under way, for the concurrency limits.
+    busy: Mutex<Busy>,
+    reaper: Once,
 }
 
-/// A function version's execution environment: at most one process, one
-/// invocation at a time.
+/// Executions under way: per function with reserved concurrency, and of
+/// all the others together.
+#[derive(Debug, Default)]
+struct Busy {
+    unreserved: u32,
+    reserved: HashMap<String, u32>,
+}
+
+/// The idle execution environments of one function version, the most
+/// recently used last (and taken first, so a light load keeps few warm).
 #[derive(Default)]
-struct Environment {
-    process: tokio::sync::Mutex<Option<Process>>,
+struct Pool {
+    idle: Mutex<Vec<(Process, Instant)>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Process> {
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .pop()
+            .map(|(process, _)| process)
+    }
+
+    fn put(&self, process: Process) {
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .push((process, Instant::now()));
+    }
+
+    /// Shuts down the environments idle for longer than `idle_timeout`
+    /// (dropping a process kills it); how many.
+    fn reap(&self, idle_timeout: Duration) -> usize {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let before = idle.len();
+        idle.retain(|(_, since)| since.elapsed() < idle_timeout);
+        before - idle.len()
+    }
+}
+
+/// One execution's share of the concurrency, given back when dropped.
+struct Slot {
+    host: Arc<Host>,
+    function: String,
+    reserved: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut busy = self.host.busy.lock().expect("busy lock");
+        if self.reserved {
+            if let Some(running) = busy.reserved.get_mut(&self.function) {
+                *running -= 1;
+            }
+        } else {
+            busy.unreserved -= 1;
+        }
+    }
 }
 
 impl Host {
@@ -160,18 +263,23 @@ impl Host {
         cache: PathBuf,
         extra_env: Vec<(String, String)>,
         log: Log,
+        limits: Limits,
     ) -> Arc<Host> {
         Arc::new(Host {
             code: CodeStore { artifacts, cache },
             log,
             extra_env,
-            environments: Mutex::new(HashMap::new()),
+            limits,
+            pools: Mutex::new(HashMap::new()),
+            busy: Mutex::new(Busy::default()),
+            reaper: Once::new(),
         })
     }
 
     /// Invokes `function` with `payload`, as `invoked_arn` (the qualified
-    /// ARN the caller named). Runs to its end even if the caller stops
-    /// waiting, as Lambda does when an API Gateway integration times out.
+    /// ARN the caller named), in an idle execution environment or a new one.
+    /// Runs to its end even if the caller stops waiting, as Lambda does when
+    /// an API Gateway integration times out.
     pub async fn invoke(
         self: &Arc<Self>,
         function: &FunctionVersion,
@@ -189,86 +297,169 @@ impl Host {
                 report: None,
             };
         }
-        let environment = self
-            .environments
+        self.start_reaper();
+        let slot = match self.admit(function) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                return Invocation {
+                    outcome: Outcome::Throttled { reason },
+                    report: None,
+                };
+            }
+        };
+        let pool = self
+            .pools
             .lock()
-            .expect("environments lock")
+            .expect("pools lock")
             .entry(function.clone())
             .or_default()
             .clone();
         let host = self.clone();
         let function = function.clone();
         let task = tokio::spawn(async move {
-            let mut process = environment.process.lock().await;
-            host.run(&function, &mut process, request_id, invoked_arn, payload)
-                .await
+            let _slot = slot;
+            let (invocation, process) = host
+                .run(&function, pool.take(), request_id, invoked_arn, payload)
+                .await;
+            if let Some(process) = process {
+                pool.put(process);
+            }
+            invocation
         });
         task.await.expect("an invocation task never panics")
+    }
+
+    /// A share of the concurrency for one execution of `function`, or
+    /// Lambda's reason for throttling it.
+    fn admit(self: &Arc<Self>, function: &FunctionVersion) -> Result<Slot, String> {
+        let mut busy = self.busy.lock().expect("busy lock");
+        let reserved = match function.reserved_concurrency {
+            Some(limit) => {
+                let running = busy.reserved.entry(function.name.clone()).or_default();
+                if *running >= limit {
+                    return Err("ReservedFunctionConcurrentInvocationLimitExceeded".to_owned());
+                }
+                *running += 1;
+                true
+            }
+            None => {
+                if busy.unreserved >= self.limits.concurrency {
+                    return Err("ConcurrentInvocationLimitExceeded".to_owned());
+                }
+                busy.unreserved += 1;
+                false
+            }
+        };
+        Ok(Slot {
+            host: self.clone(),
+            function: function.name.clone(),
+            reserved,
+        })
     }
 
     /// Stops the processes of every function version `keep` rejects (a
     /// version no stage serves any more).
     pub fn retain(&self, keep: impl Fn(&FunctionVersion) -> bool) {
-        self.environments
+        self.pools
             .lock()
-            .expect("environments lock")
+            .expect("pools lock")
             .retain(|function, _| keep(function));
     }
 
+    /// Shuts down idle environments from time to time, for as long as the
+    /// host lives.
+    fn start_reaper(self: &Arc<Self>) {
+        self.reaper.call_once(|| {
+            let host = Arc::downgrade(self);
+            let every = (self.limits.idle_timeout / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(10));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(host) = host.upgrade() else { return };
+                    host.reap();
+                }
+            });
+        });
+    }
+
+    fn reap(&self) {
+        let pools: Vec<(FunctionVersion, Arc<Pool>)> = self
+            .pools
+            .lock()
+            .expect("pools lock")
+            .iter()
+            .map(|(function, pool)| (function.clone(), pool.clone()))
+            .collect();
+        for (function, pool) in pools {
+            let reaped = pool.reap(self.limits.idle_timeout);
+            if reaped > 0 {
+                self.log.line(format_args!(
+                    "[{}:{}] shut down {reaped} execution environment(s) idle for {} s",
+                    function.name,
+                    function.version,
+                    self.limits.idle_timeout.as_secs()
+                ));
+            }
+        }
+    }
+
+    /// One invocation in `warm` (an idle environment) or, if there is none
+    /// or it died, a new one; the environment back if it lives on.
     async fn run(
         &self,
         function: &FunctionVersion,
-        slot: &mut Option<Process>,
+        warm: Option<Process>,
         request_id: String,
         invoked_arn: String,
         payload: Vec<u8>,
-    ) -> Invocation {
+    ) -> (Invocation, Option<Process>) {
         let label = format!("[{}:{}]", function.name, function.version);
         let mut init_duration = None;
-        if let Some(process) = slot
-            && process.exited()
-        {
-            // It died between invocations: this one starts a new process.
-            *slot = None;
-        }
-        if slot.is_none() {
-            let mut process = match self.spawn(function, &label).await {
-                Ok(process) => process,
-                Err(err) => {
-                    self.log.line(format_args!("{label} cannot start: {err:#}"));
-                    return Invocation {
-                        outcome: Outcome::ServiceError(format!("{err:#}")),
-                        report: None,
+        // One that died while idle is replaced.
+        let warm = warm.and_then(|mut process| (!process.exited()).then_some(process));
+        let mut process = match warm {
+            Some(process) => process,
+            None => {
+                let mut process = match self.spawn(function, &label).await {
+                    Ok(process) => process,
+                    Err(err) => {
+                        self.log.line(format_args!("{label} cannot start: {err:#}"));
+                        let invocation = Invocation {
+                            outcome: Outcome::ServiceError(format!("{err:#}")),
+                            report: None,
+                        };
+                        return (invocation, None);
+                    }
+                };
+                let ready = process.wait_ready(&request_id).await;
+                init_duration = Some(process.spawned_at.elapsed());
+                if let Err(outcome) = ready {
+                    let report = Report {
+                        request_id: request_id.clone(),
+                        duration: Duration::ZERO,
+                        init_duration,
+                        memory_size_mb: function.memory_mb,
+                        max_memory_used_mb: process.max_memory_used_mb(),
                     };
+                    let why = match &outcome {
+                        Outcome::FunctionError {
+                            error_type,
+                            message,
+                        } => format!("{message} {error_type}"),
+                        other => format!("{other:?}"),
+                    };
+                    self.log
+                        .line(format_args!("{label} INIT failed: {why}\n{label} {report}"));
+                    let invocation = Invocation {
+                        outcome,
+                        report: Some(report),
+                    };
+                    return (invocation, None);
                 }
-            };
-            let ready = process.wait_ready(&request_id).await;
-            init_duration = Some(process.spawned_at.elapsed());
-            if let Err(outcome) = ready {
-                let report = Report {
-                    request_id: request_id.clone(),
-                    duration: Duration::ZERO,
-                    init_duration,
-                    memory_size_mb: function.memory_mb,
-                    max_memory_used_mb: process.max_memory_used_mb(),
-                };
-                let why = match &outcome {
-                    Outcome::FunctionError {
-                        error_type,
-                        message,
-                    } => format!("{message} {error_type}"),
-                    other => format!("{other:?}"),
-                };
-                self.log
-                    .line(format_args!("{label} INIT failed: {why}\n{label} {report}"));
-                return Invocation {
-                    outcome,
-                    report: Some(report),
-                };
+                process
             }
-            *slot = Some(process);
-        }
-        let process = slot.as_mut().expect("a process is running");
+        };
 
         self.log.line(format_args!(
             "{label} START RequestId: {request_id} Version: {}",
@@ -311,14 +502,12 @@ impl Host {
         self.log.line(format_args!(
             "{label} END RequestId: {request_id}\n{label} {report}"
         ));
-        if !alive {
-            // Killed or exited: the next invocation starts a new process.
-            *slot = None;
-        }
-        Invocation {
+        let invocation = Invocation {
             outcome,
             report: Some(report),
-        }
+        };
+        // Killed or exited: the next invocation starts a new process.
+        (invocation, alive.then_some(process))
     }
 
     async fn spawn(&self, function: &FunctionVersion, label: &str) -> Result<Process> {
@@ -704,6 +893,7 @@ mod tests {
                 ("AWS_REGION".to_owned(), "us-west-2".to_owned()),
             ]),
             region: "eu-west-1".into(),
+            reserved_concurrency: None,
         }
     }
 

@@ -15,7 +15,7 @@ use super::{Running, StageRuns, World, short_hash, short_revision};
 use crate::LocalDir;
 use crate::artifact::{Manifest, Profile};
 use crate::gateway::{self, Gateway};
-use crate::host::Log;
+use crate::host::{Limits, Log};
 use crate::terraform::TargetArgs;
 
 #[derive(Debug, clap::Args)]
@@ -147,7 +147,7 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
     } else {
         let _ = std::fs::remove_file(&log_path);
         let stack = crate::live::LocalStack::connect(local).await?;
-        let host = stack.host(local, Log::file(&log_path)?);
+        let host = stack.host(local, Log::file(&log_path)?, Limits::default());
         let gateway = Gateway::new(local, stack.aws, host)
             .await
             .context("the local gateway refuses to serve this API")?;

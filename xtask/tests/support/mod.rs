@@ -138,9 +138,15 @@ pub struct Dev {
 
 impl Dev {
     pub fn start(stack: &Stack) -> Dev {
+        Dev::start_with(stack, &[])
+    }
+
+    /// `cargo xtask dev --no-build --port 0 ARGS`.
+    pub fn start_with(stack: &Stack, args: &[&str]) -> Dev {
         let log = stack.local.parent().unwrap().join("dev.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(["dev", "--no-build", "--port", "0"])
+            .args(args)
             .env("XTASK_LOCAL_DIR", &stack.local)
             .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
             .stdout(Stdio::piped())
@@ -193,6 +199,21 @@ impl Dev {
             head: head.to_ascii_lowercase(),
             body: serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
         }
+    }
+
+    /// `count` requests for `path` at once; their replies.
+    pub fn concurrently(&self, count: usize, path: &str) -> Vec<Reply> {
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..count)
+                .map(|_| scope.spawn(|| self.call("GET", path, None)))
+                .collect();
+            calls.into_iter().map(|call| call.join().unwrap()).collect()
+        })
+    }
+
+    /// What it has written to its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// `METHOD path` must answer `status`; its JSON body.
