@@ -206,38 +206,108 @@ fn wait_listening(mut child: std::process::Child, port: u16, log: &Path) -> Resu
     Ok(())
 }
 
-/// The Python that runs the emulator: `$MOTO_PYTHON` (a virtualenv's, say),
-/// else `python3`.
-fn python() -> String {
+/// The Python to run the emulator with: `$MOTO_PYTHON` (a virtualenv's,
+/// say), else `python3`.
+fn base_python() -> String {
     std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-/// Makes sure [`python`] can serve moto, installing it with pip if not.
+/// The virtualenv xtask makes for moto where pip refuses to install into
+/// the base Python (PEP 668's "externally-managed-environment", as on
+/// Debian and Ubuntu): `target/moto-venv` [`$XTASK_MOTO_VENV`].
+fn venv_dir() -> PathBuf {
+    std::env::var_os("XTASK_MOTO_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::project_root().join("target/moto-venv"))
+}
+
+/// A Python that can serve moto: the base Python if it has moto, else our
+/// virtualenv if it has, else the base Python once pip installed moto into
+/// it, else (pip refusing an externally managed Python) our virtualenv once
+/// made and moto installed there. `cargo xtask test` hands the answer to
+/// the tests as `$MOTO_PYTHON`.
 pub fn ensure_moto(sh: &Shell) -> Result<String> {
-    let python = python();
-    let installed = || {
+    let base = base_python();
+    let venv = venv_dir();
+    let venv_python = venv.join("bin/python").display().to_string();
+    let has_moto = |python: &str| {
         cmd!(sh, "{python} -c {MOTO_IMPORT}")
             .quiet()
             .ignore_stderr()
             .run()
             .is_ok()
     };
-    if installed() {
-        return Ok(python);
+    if has_moto(&base) {
+        return Ok(base);
     }
-    eprintln!("==> installing the AWS emulator: {python} -m pip install '{MOTO}'");
-    cmd!(sh, "{python} -m pip install --quiet {MOTO}")
-        .run()
-        .context(
-            "installing moto failed. Python 3 with pip is required; where pip refuses to install \
-         into the system Python (\"externally-managed-environment\"), use a virtualenv: \
-         `python3 -m venv target/venv && export MOTO_PYTHON=$PWD/target/venv/bin/python`",
-        )?;
-    anyhow::ensure!(
-        installed(),
-        "moto was installed but {python} cannot import it: check `{python} -m pip show moto`"
+    if has_moto(&venv_python) {
+        return Ok(venv_python);
+    }
+    eprintln!("==> installing the AWS emulator: {base} -m pip install '{MOTO}'");
+    let output = cmd!(sh, "{base} -m pip install --quiet {MOTO}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("cannot run {base}: Python 3 with pip is required"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        anyhow::ensure!(
+            has_moto(&base),
+            "moto was installed but {base} cannot import it: check `{base} -m pip show moto`"
+        );
+        return Ok(base);
+    }
+    if !stderr.contains("externally-managed-environment") {
+        bail!(
+            "installing moto failed ({base} -m pip install '{MOTO}'). Python 3 with pip is \
+             required; set MOTO_PYTHON to use another Python.\n{stderr}"
+        );
+    }
+    let dir = venv.display().to_string();
+    eprintln!(
+        "==> {base} is externally managed (PEP 668): installing moto into a virtualenv of \
+         our own, {dir}"
     );
-    Ok(python)
+    make_venv(sh, &base, &dir)?;
+    cmd!(sh, "{venv_python} -m pip install --quiet {MOTO}")
+        .run()
+        .with_context(|| format!("installing moto into the virtualenv {dir} failed (above)"))?;
+    anyhow::ensure!(
+        has_moto(&venv_python),
+        "moto was installed but {venv_python} cannot import it: check `{venv_python} -m pip show moto`"
+    );
+    Ok(venv_python)
+}
+
+/// `base -m venv dir`, with pip in it; where the distribution leaves
+/// `ensurepip` out (Debian without `python3-venv`), a virtualenv without
+/// pip that the base Python's pip installs into (`pip --python`).
+fn make_venv(sh: &Shell, base: &str, dir: &str) -> Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    if cmd!(sh, "{base} -m venv {dir}").quiet().run().is_ok() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    cmd!(sh, "{base} -m venv --without-pip {dir}")
+        .quiet()
+        .run()
+        .with_context(|| {
+            format!(
+                "{base} cannot make a virtualenv: install its venv module (Debian and Ubuntu: \
+                 `apt-get install python3-venv`), or set MOTO_PYTHON to a Python with moto"
+            )
+        })?;
+    // pip itself, into the virtualenv, by the base Python's pip.
+    let python = format!("{dir}/bin/python");
+    cmd!(sh, "{base} -m pip --python {python} install --quiet pip")
+        .run()
+        .with_context(|| {
+            format!(
+                "{base}'s pip cannot install into the virtualenv {dir} (pip 22.3 or newer is \
+                 needed): install python3-venv, or set MOTO_PYTHON to a Python with moto"
+            )
+        })?;
+    Ok(())
 }
 
 impl crate::LocalDir {

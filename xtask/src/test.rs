@@ -1,6 +1,7 @@
 //! `cargo xtask test`: everything CI checks, in one command that works on a
-//! fresh machine: installs the AWS emulator (moto) where it is missing, runs
-//! the lints (Rust and Terraform), then every test of the workspace.
+//! fresh machine: installs the AWS emulator (moto) where it is missing (in a
+//! virtualenv of its own where the system Python refuses pip), runs the
+//! lints (Rust and Terraform), then every test of the workspace.
 
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
@@ -16,7 +17,8 @@ pub struct Args {
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    crate::emulator::ensure_moto(sh)?;
+    // The tests that start moto themselves use the Python found (or made) here.
+    let python = crate::emulator::ensure_moto(sh)?;
     crate::terraform::require(sh)?;
     let cargo = crate::cargo();
     if !args.no_lint {
@@ -41,6 +43,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     eprintln!("==> cargo test");
     let extra = &args.cargo_test_args;
     cmd!(sh, "{cargo} test --workspace --locked -- {extra...}")
+        .env("MOTO_PYTHON", python)
         .run()
         .context("tests failed (above)")?;
     Ok(())
