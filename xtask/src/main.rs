@@ -12,6 +12,8 @@ mod gateway;
 mod host;
 mod live;
 mod release;
+mod routes;
+mod scaffold;
 mod terraform;
 mod test;
 #[cfg(test)]
@@ -57,6 +59,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Invoke one function of the local stack with one event, on the local Lambda host.
     Invoke(dev::InvokeArgs),
+    /// Add a function: its crate, sample events, routes in terraform/api.tf and smoke cases.
+    New(scaffold::NewArgs),
     /// Preview what applying would change: code sizes and hashes, alias moves, routes, redeployments (exit 2: changes pending).
     Plan(release::plan::PlanArgs),
     /// Run the smoke suite (events/smoke.json) against the staging stage and write the receipt `publish` requires.
@@ -102,6 +106,7 @@ fn run(flags: Xtask) -> Result<ExitCode> {
         Command::Tf(args) => terraform::tf(&sh, &local, args),
         Command::Dev(args) => dev::dev(&sh, &local, args),
         Command::Invoke(args) => dev::invoke(&sh, &local, args),
+        Command::New(args) => scaffold::run(&sh, args),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
@@ -111,10 +116,14 @@ pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
-/// The workspace root (the parent of `xtask/`).
+/// The workspace root: the parent of `xtask/`, or `$XTASK_WORKSPACE` (a
+/// copy of this workspace elsewhere, as the inner-loop tests use).
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
+    match std::env::var_os("XTASK_WORKSPACE") {
+        Some(root) => std::path::absolute(root).expect("the current directory exists"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives in the workspace root")
+            .to_path_buf(),
+    }
 }

@@ -43,3 +43,30 @@ fn every_function_serves_through_the_shared_runtime_glue() {
         );
     }
 }
+
+/// Every function serves a route of the route table (`terraform/api.tf`),
+/// and every route is served by a function of the workspace.
+#[test]
+fn every_function_has_a_route_and_every_route_a_function() {
+    let functions: Vec<String> = Workspace::read(&sh())
+        .unwrap()
+        .functions
+        .into_iter()
+        .map(|function| function.name)
+        .collect();
+    let table = crate::routes::Table::read(&project_root()).unwrap();
+    for function in &functions {
+        assert!(
+            table.routes.values().any(|served_by| served_by == function),
+            "`{function}` serves no route of {}",
+            crate::routes::API_TF
+        );
+    }
+    for (route, function) in &table.routes {
+        assert!(
+            functions.contains(function),
+            "`{}` is served by `{function}`, which is not a crate under lambdas/",
+            route.key()
+        );
+    }
+}

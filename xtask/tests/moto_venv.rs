@@ -67,10 +67,9 @@ impl Run {
 
     /// The interpreter of the running emulator's process.
     fn emulator_python(&self) -> PathBuf {
-        let record: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.root.join("local/emulator.json")).unwrap(),
-        )
-        .unwrap();
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.root.join("local/emulator.json")).unwrap())
+                .unwrap();
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", record["pid"])).unwrap();
         let first = cmdline.split(|&byte| byte == 0).next().unwrap();
         PathBuf::from(String::from_utf8_lossy(first).into_owned())
