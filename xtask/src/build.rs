@@ -9,6 +9,7 @@
 //! than the same function built alone. Built alone, a function's zip depends
 //! on its own source only, whichever functions a build names.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -62,46 +63,18 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     }
 
     let out_dir = sh.current_dir().join(&args.out_dir);
-    sh.create_dir(&out_dir)?;
-    let manifest_path = out_dir.join("manifest.json");
-    let previous = read_manifest(&manifest_path)?;
-
-    // The manifest changes only once every binary passed the checks: a
-    // refusal leaves it as it was (zips are content-addressed, so one written
-    // for a function that passed is harmless).
-    let mut manifest = previous.clone();
-    let mut rows = Vec::new();
-    for function in &selected {
-        let binary_path = workspace.binary(&function.bin, args.profile);
-        eprintln!("==> checking and packaging {}", function.name);
-        let old = previous.functions.get(&function.name);
-        let reusable = old.filter(|_| previous.packaging == artifact::PACKAGING);
-        let artifact = package_binary(&out_dir, function, args.profile, &binary_path, reusable)
-            .with_context(|| {
-                format!(
-                    "refusing to ship `{}` ({})",
-                    function.name,
-                    binary_path.display()
-                )
-            })?;
-        let change = match old {
-            None => "new".to_owned(),
-            Some(old) if old.sha256 == artifact.sha256 => "unchanged".to_owned(),
-            Some(old) => format!("changed (was {})", short(&old.sha256)),
-        };
-        rows.push(vec![
-            function.name.clone(),
-            human_size(artifact.zip_size),
-            short(&artifact.sha256).to_owned(),
-            change,
-        ]);
-        manifest.functions.insert(function.name.clone(), artifact);
-    }
-    write_atomically(
-        &manifest_path,
-        format!("{}\n", serde_json::to_string_pretty(&manifest)?).as_bytes(),
-    )?;
-
+    let packaged = package(&workspace, &selected, args.profile, &out_dir)?;
+    let rows: Vec<Vec<String>> = packaged
+        .iter()
+        .map(|(function, artifact, change)| {
+            vec![
+                function.clone(),
+                human_size(artifact.zip_size),
+                short(&artifact.sha256).to_owned(),
+                change.clone(),
+            ]
+        })
+        .collect();
     print!(
         "{}",
         table(&["function", "zip", "sha256", "since last build"], &rows)
@@ -114,6 +87,54 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Checks and packages the compiled `functions` into `out_dir` and records
+/// them in its manifest: per function, its artifact and how it differs from
+/// the manifest's previous one ("new", "unchanged", "changed (was ...)").
+pub fn package(
+    workspace: &Workspace,
+    functions: &[Function],
+    profile: Profile,
+    out_dir: &Path,
+) -> Result<Vec<(String, Artifact, String)>> {
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let manifest_path = out_dir.join("manifest.json");
+    let previous = read_manifest(&manifest_path)?;
+
+    // The manifest changes only once every binary passed the checks: a
+    // refusal leaves it as it was (zips are content-addressed, so one written
+    // for a function that passed is harmless).
+    let mut manifest = previous.clone();
+    let mut packaged = Vec::new();
+    for function in functions {
+        let binary_path = workspace.binary(&function.bin, profile);
+        eprintln!("==> checking and packaging {}", function.name);
+        let old = previous.functions.get(&function.name);
+        let reusable = old.filter(|_| previous.packaging == artifact::PACKAGING);
+        let artifact = package_binary(out_dir, function, profile, &binary_path, reusable)
+            .with_context(|| {
+                format!(
+                    "refusing to ship `{}` ({})",
+                    function.name,
+                    binary_path.display()
+                )
+            })?;
+        let change = match old {
+            None => "new".to_owned(),
+            Some(old) if old.sha256 == artifact.sha256 => "unchanged".to_owned(),
+            Some(old) => format!("changed (was {})", short(&old.sha256)),
+        };
+        manifest
+            .functions
+            .insert(function.name.clone(), artifact.clone());
+        packaged.push((function.name.clone(), artifact, change));
+    }
+    write_atomically(
+        &manifest_path,
+        format!("{}\n", serde_json::to_string_pretty(&manifest)?).as_bytes(),
+    )?;
+    Ok(packaged)
+}
+
 /// What `cargo metadata` says about the workspace.
 pub struct Workspace {
     /// The functions the API is made of: `lambdas/*` with a binary.
@@ -121,6 +142,9 @@ pub struct Workspace {
     /// Functions only tests deploy: `xtask/fixtures/*` with a binary.
     pub fixtures: Vec<Function>,
     target_dir: PathBuf,
+    /// Every member: its directory, and the members it builds with (its
+    /// path dependencies, dev-dependencies aside).
+    members: BTreeMap<String, (PathBuf, Vec<String>)>,
 }
 
 impl Workspace {
@@ -138,11 +162,22 @@ impl Workspace {
         let fixtures_dir = root.join("xtask/fixtures");
         let mut functions = Vec::new();
         let mut fixtures = Vec::new();
+        let mut members = BTreeMap::new();
         for package in metadata["packages"]
             .as_array()
             .context("metadata has no packages")?
         {
             let manifest = Path::new(package["manifest_path"].as_str().unwrap_or_default());
+            let path_deps = package["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|dep| dep["path"].is_string() && dep["kind"] != "dev")
+                .filter_map(|dep| dep["name"].as_str().map(str::to_owned))
+                .collect();
+            if let (Some(name), Some(dir)) = (package["name"].as_str(), manifest.parent()) {
+                members.insert(name.to_owned(), (dir.to_path_buf(), path_deps));
+            }
             let list = if manifest.starts_with(&lambdas) {
                 &mut functions
             } else if manifest.starts_with(&fixtures_dir) {
@@ -184,7 +219,35 @@ impl Workspace {
             functions,
             fixtures,
             target_dir,
+            members,
         })
+    }
+
+    /// The functions (under `lambdas/`) built from a directory in `dirs`:
+    /// their own crate's, or that of a member they build with, however
+    /// indirectly (a change to `lambdas/api` affects every function).
+    pub fn affected(&self, dirs: &BTreeSet<PathBuf>) -> Vec<Function> {
+        let touches = |name: &str| {
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![name.to_owned()];
+            while let Some(member) = todo.pop() {
+                if !seen.insert(member.clone()) {
+                    continue;
+                }
+                if let Some((dir, deps)) = self.members.get(&member) {
+                    if dirs.contains(dir) {
+                        return true;
+                    }
+                    todo.extend(deps.iter().cloned());
+                }
+            }
+            false
+        };
+        self.functions
+            .iter()
+            .filter(|function| touches(&function.name))
+            .cloned()
+            .collect()
     }
 
     /// The named functions (or fixtures), or every function; an unknown
@@ -464,6 +527,49 @@ mod tests {
         );
         let err = workspace.select(&["api".into()]).unwrap_err().to_string();
         assert_eq!(err, "no function `api`: the functions are status, users");
+    }
+
+    #[test]
+    fn a_change_affects_the_functions_built_from_it() {
+        let package = |name: &str, dir: &str, kinds: &[&str], deps: &[(&str, &str)]| {
+            json!({
+                "name": name,
+                "manifest_path": format!("/ws/{dir}/Cargo.toml"),
+                "targets": kinds.iter().map(|k| json!({"name": name, "kind": [k]})).collect::<Vec<_>>(),
+                "dependencies": deps.iter().map(|(dep, kind)| json!({
+                    "name": dep, "path": format!("/ws/lambdas/{dep}"),
+                    "kind": if kind.is_empty() { Value::Null } else { json!(kind) },
+                })).chain([json!({"name": "serde", "kind": null})]).collect::<Vec<_>>(),
+            })
+        };
+        let metadata = json!({
+            "target_directory": "/ws/target",
+            "packages": [
+                package("api", "lambdas/api", &["lib"], &[]),
+                package("store", "lambdas/store", &["lib"], &[("api", "")]),
+                package("users", "lambdas/users", &["bin"], &[("store", "")]),
+                package("status", "lambdas/status", &["bin"], &[("api", ""), ("testkit", "dev")]),
+                package("testkit", "lambdas/testkit", &["lib"], &[]),
+            ],
+        });
+        let workspace = Workspace::from_metadata(&metadata, Path::new("/ws")).unwrap();
+        let affected = |dirs: &[&str]| -> Vec<String> {
+            let dirs = dirs
+                .iter()
+                .map(|dir| PathBuf::from(format!("/ws/lambdas/{dir}")))
+                .collect();
+            workspace
+                .affected(&dirs)
+                .into_iter()
+                .map(|f| f.name)
+                .collect()
+        };
+        assert_eq!(affected(&["status"]), ["status"]);
+        assert_eq!(affected(&["store"]), ["users"]);
+        assert_eq!(affected(&["api"]), ["status", "users"]);
+        // A dev-dependency is not in the binary.
+        assert!(affected(&["testkit"]).is_empty());
+        assert!(affected(&["elsewhere"]).is_empty());
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub struct DevArgs {
     /// Skip `cargo xtask build`: apply and serve the artifacts already built.
     #[arg(long)]
     no_build: bool,
+    /// Watch lambdas/, terraform/ and Cargo.toml while serving: a change
+    /// rebuilds the functions it affects (the quick `watch` profile, which
+    /// verify never vouches for) and applies them to the local stack, so
+    /// staging serves them; prod does not move.
+    #[arg(long)]
+    watch: bool,
     /// Directory of the build manifest [default: target/lambda].
     #[arg(long, value_name = "DIR", env = "XTASK_ARTIFACTS_DIR")]
     artifacts_dir: Option<PathBuf>,
@@ -72,10 +78,12 @@ pub struct InvokeArgs {
 
 /// `cargo xtask dev`: build, start the emulator, apply, serve until Ctrl-C.
 pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
-    let out_dir = args
-        .artifacts_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(build::OUT_DIR));
+    // A directory the user names is relative to where they stand; the
+    // default, to the workspace root.
+    let out_dir = match &args.artifacts_dir {
+        Some(dir) => std::path::absolute(dir)?,
+        None => sh.current_dir().join(build::OUT_DIR),
+    };
     if !args.no_build {
         build::run(
             sh,
@@ -88,13 +96,16 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
     }
     let target = terraform::TargetArgs {
         aws: false,
-        artifacts_dir: Some(out_dir),
+        artifacts_dir: Some(out_dir.clone()),
     };
     terraform::apply_quietly(sh, local, &target)?;
-    runtime()?.block_on(serve(local, args.port, args.limits.limits()))
+    let watch = args.watch.then_some(out_dir);
+    runtime()?.block_on(serve(local, args.port, args.limits.limits(), watch))
 }
 
-async fn serve(local: &LocalDir, port: u16, limits: Limits) -> Result<()> {
+/// Serves until Ctrl-C; with `watch` (the artifacts directory), the inner
+/// loop runs beside it.
+async fn serve(local: &LocalDir, port: u16, limits: Limits, watch: Option<PathBuf>) -> Result<()> {
     let stack = LocalStack::connect(local).await?;
     let host = stack.host(local, Log::stderr(), limits);
     let gateway = Gateway::new(local, stack.aws, host)
@@ -140,6 +151,25 @@ async fn serve(local: &LocalDir, port: u16, limits: Limits) -> Result<()> {
     println!("routes: {}", routes.join(", "));
     if let Some(sample) = sample {
         println!("try: {sample}");
+    }
+    if let Some(artifacts) = watch {
+        println!(
+            "watching lambdas/, terraform/ and Cargo.toml: a change rebuilds what it affects \
+             (watch profile) and applies it; staging serves it, prod stays"
+        );
+        let watch = crate::watch::Watch::new(
+            crate::project_root(),
+            local.clone(),
+            artifacts,
+            gateway.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let log = gateway.host.log.clone();
+        std::thread::spawn(move || {
+            if let Err(err) = watch.run() {
+                log.line(format_args!("==> watch stopped: {err:#}"));
+            }
+        });
     }
     eprintln!("==> request log, and each function's log with its REPORT lines, below");
 

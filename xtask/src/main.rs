@@ -18,6 +18,7 @@ mod terraform;
 mod test;
 #[cfg(test)]
 mod tidy;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -88,26 +88,37 @@ pub fn apply_quietly(sh: &Shell, local: &LocalDir, target: &TargetArgs) -> Resul
         "==> terraform apply (local stack, {})",
         terraform.dir.display()
     );
-    let output = terraform
-        .command(sh)
-        .args(["apply", "-input=false", "-auto-approve", "-no-color"])
-        .ignore_status()
-        .quiet()
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "terraform apply failed:\n{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    if let Some(summary) = stdout
-        .lines()
-        .find(|line| line.starts_with("Apply complete!"))
-    {
-        eprintln!("{summary}");
-    }
+    let summary = terraform.apply_local(sh, &[])?;
+    eprintln!("{summary}");
     Ok(())
+}
+
+impl Terraform {
+    /// `terraform apply -auto-approve ARGS` on the local stack; Terraform's
+    /// summary line ("Apply complete! Resources: ..."), or all of its output
+    /// in the error.
+    pub fn apply_local(&self, sh: &Shell, args: &[String]) -> Result<String> {
+        assert!(!self.aws, "apply_local is for the local stack");
+        let output = self
+            .command(sh)
+            .args(["apply", "-input=false", "-auto-approve", "-no-color"])
+            .args(args)
+            .ignore_status()
+            .quiet()
+            .output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "terraform apply failed:\n{stdout}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(stdout
+            .lines()
+            .find(|line| line.starts_with("Apply complete!"))
+            .unwrap_or("Apply complete!")
+            .to_owned())
+    }
 }
 
 /// `cargo xtask tf`: any Terraform command, in the target's working directory

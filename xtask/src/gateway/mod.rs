@@ -87,7 +87,7 @@ impl Gateway {
     }
 
     /// The API as applied now: reloaded if Terraform changed the state since.
-    async fn current(&self) -> Result<Arc<Api>, String> {
+    pub async fn current(&self) -> Result<Arc<Api>, String> {
         let fresh = |loaded: &Loaded, stamp| {
             loaded.stamp == stamp && (loaded.api.is_ok() || loaded.at.elapsed() < RETRY_AFTER)
         };

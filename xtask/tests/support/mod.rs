@@ -15,6 +15,8 @@ use serde_json::Value;
 pub struct Stack {
     pub local: PathBuf,
     pub artifacts: PathBuf,
+    /// More environment for every command (`XTASK_WORKSPACE`, say).
+    pub env: Vec<(String, PathBuf)>,
 }
 
 impl Stack {
@@ -25,6 +27,7 @@ impl Stack {
         Stack {
             local: root.join("local"),
             artifacts: root.join("lambda"),
+            env: Vec::new(),
         }
     }
 
@@ -33,6 +36,7 @@ impl Stack {
             .args(args)
             .env("XTASK_LOCAL_DIR", &self.local)
             .env("XTASK_ARTIFACTS_DIR", &self.artifacts)
+            .envs(self.env.iter().cloned())
             .output()
             .unwrap();
         eprintln!(
@@ -149,6 +153,7 @@ impl Dev {
             .args(args)
             .env("XTASK_LOCAL_DIR", &stack.local)
             .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
+            .envs(stack.env.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -209,6 +214,37 @@ impl Dev {
                 .collect();
             calls.into_iter().map(|call| call.join().unwrap()).collect()
         })
+    }
+
+    /// The lines of its log containing `pattern`.
+    pub fn lines(&self, pattern: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|line| line.contains(pattern))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits (up to `timeout`) for a line containing `pattern` beyond the
+    /// first `seen` such lines; that line.
+    pub fn wait_for_line(
+        &self,
+        pattern: &str,
+        seen: usize,
+        timeout: std::time::Duration,
+    ) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines(pattern).get(seen) {
+                return line.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no new line with `{pattern}` within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     /// What it has written to its log so far.

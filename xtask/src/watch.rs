@@ -1,0 +1,467 @@
+//! `cargo xtask dev --watch`: the inner loop. While `dev` serves, changes
+//! under `lambdas/`, `terraform/` and to the workspace's `Cargo.toml` and
+//! `Cargo.lock` (once they settle for 200 ms) start a cycle:
+//!
+//! 1. the functions the change affects (their crate, or a crate they build
+//!    with, such as `api`) compile in the `watch` profile, each alone;
+//! 2. they are packaged into the stack's artifacts directory (the manifest
+//!    says `"profile": "watch"`);
+//! 3. Terraform applies to the local stack: only those functions' code
+//!    (`-target`, no refresh) when that is all that changed, everything when
+//!    `terraform/` changed or a function is new;
+//! 4. the gateway reloads, and the cycle checks staging serves the new code.
+//!
+//! Staging follows `$LATEST`, so it serves the new code; prod's aliases
+//! point at published versions and do not move. A cycle that fails (a
+//! compile error, a failed apply) leaves the previous code serving, and its
+//! change is carried into the next cycle, so the next good save recovers.
+//! Each cycle is one line of the log. The watch builds are never vouched
+//! for by `verify` (see `release::verify`): a release is built for release.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use notify::event::{EventKind, ModifyKind};
+use notify::{RecursiveMode, Watcher};
+use xshell::Shell;
+
+use crate::LocalDir;
+use crate::artifact::Profile;
+use crate::build::{self, Workspace};
+use crate::gateway::Gateway;
+use crate::live::Applied;
+use crate::release::short_hash;
+use crate::terraform::{TargetArgs, Terraform};
+
+/// How long file events settle before a cycle starts (an editor's save, a
+/// formatter, `cargo xtask new` writing a dozen files).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Where a batch of file events landed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Crate directories under `lambdas/` with a changed file.
+    pub crates: BTreeSet<PathBuf>,
+    /// A file of `terraform/` changed.
+    pub terraform: bool,
+    /// The workspace's `Cargo.toml` changed: every function builds with it.
+    pub workspace: bool,
+    /// `Cargo.lock` changed (which matters only if a dependency did).
+    pub lock: bool,
+    /// The changed files, relative to the root.
+    pub files: BTreeSet<String>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    fn merge(&mut self, other: Change) {
+        self.crates.extend(other.crates);
+        self.terraform |= other.terraform;
+        self.workspace |= other.workspace;
+        self.lock |= other.lock;
+        self.files.extend(other.files);
+    }
+
+    /// The files, for the cycle's line.
+    fn describe(&self) -> String {
+        let files: Vec<&str> = self.files.iter().map(String::as_str).collect();
+        match files.len() {
+            0..=3 => files.join(", "),
+            n => format!("{} and {} more", files[..2].join(", "), n - 2),
+        }
+    }
+}
+
+/// What in `paths` (absolute, as file events name them) the loop cares
+/// about. Editors' scratch files, hidden files and build output are not.
+pub fn classify(root: &Path, paths: impl IntoIterator<Item = PathBuf>) -> Change {
+    let mut change = Change::default();
+    for path in paths {
+        let Ok(relative) = path.strip_prefix(root) else {
+            continue;
+        };
+        let parts: Vec<&str> = relative
+            .components()
+            .filter_map(|part| part.as_os_str().to_str())
+            .collect();
+        let Some(name) = parts.last() else { continue };
+        let scratch = name.ends_with('~')
+            || [".swp", ".swx", ".tmp"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+            || *name == "4913"; // vim's probe of a directory
+        if scratch
+            || parts
+                .iter()
+                .any(|part| part.starts_with('.') || *part == "target")
+        {
+            continue;
+        }
+        let noted = match parts.as_slice() {
+            ["lambdas", krate, _, ..] => {
+                change.crates.insert(root.join("lambdas").join(krate));
+                true
+            }
+            // What the local stack links: `terraform/*.tf` and its
+            // directories (templates); not AWS's pin or state beside them.
+            ["terraform", file] if file.ends_with(".tf") => {
+                change.terraform = true;
+                true
+            }
+            ["terraform", _, _, ..] => {
+                change.terraform = true;
+                true
+            }
+            ["Cargo.toml"] => {
+                change.workspace = true;
+                true
+            }
+            ["Cargo.lock"] => {
+                change.lock = true;
+                true
+            }
+            _ => false,
+        };
+        if noted {
+            change.files.insert(parts.join("/"));
+        }
+    }
+    change
+}
+
+/// Whether an event is a change of content or of the tree: not a read, and
+/// not a change of metadata alone (access times).
+fn is_change(kind: &EventKind) -> bool {
+    !matches!(
+        kind,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) | EventKind::Other
+    )
+}
+
+/// The packages of `Cargo.lock` that come from a registry or git: when only
+/// the workspace's own entries change (a new crate), no dependency did.
+fn locked_dependencies(lock: &str) -> BTreeSet<String> {
+    lock.split("[[package]]")
+        .filter(|block| block.contains("\nsource = "))
+        .map(|block| block.trim().to_owned())
+        .collect()
+}
+
+/// The loop's state between cycles.
+pub struct Watch {
+    root: PathBuf,
+    local: LocalDir,
+    artifacts: PathBuf,
+    gateway: Arc<Gateway>,
+    runtime: tokio::runtime::Handle,
+    dependencies: BTreeSet<String>,
+}
+
+impl Watch {
+    pub fn new(
+        root: PathBuf,
+        local: LocalDir,
+        artifacts: PathBuf,
+        gateway: Arc<Gateway>,
+        runtime: tokio::runtime::Handle,
+    ) -> Watch {
+        let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+        Watch {
+            dependencies: locked_dependencies(&lock),
+            root,
+            local,
+            artifacts,
+            gateway,
+            runtime,
+        }
+    }
+
+    fn log(&self, line: std::fmt::Arguments) {
+        self.gateway.host.log.line(line);
+    }
+
+    /// Watches until the process ends; returns only if watching fails.
+    pub fn run(mut self) -> Result<()> {
+        let (events, received) = mpsc::channel::<notify::Result<notify::Event>>();
+        let mut watcher = notify::recommended_watcher(events).context("cannot watch files")?;
+        for dir in ["lambdas", "terraform"] {
+            watcher
+                .watch(&self.root.join(dir), RecursiveMode::Recursive)
+                .with_context(|| format!("cannot watch {dir}/"))?;
+        }
+        // The root itself (not its tree), for Cargo.toml and Cargo.lock:
+        // editors replace a file rather than write it, which a watch on the
+        // file itself would lose.
+        watcher
+            .watch(&self.root, RecursiveMode::NonRecursive)
+            .context("cannot watch the workspace root")?;
+        let sh = Shell::new()?;
+        sh.change_dir(&self.root);
+        let mut pending = Change::default();
+        loop {
+            let paths = self.next_batch(&received)?;
+            pending.merge(classify(&self.root, paths));
+            if pending.is_empty() {
+                continue;
+            }
+            let what = pending.describe();
+            match self.cycle(&sh, &pending) {
+                Ok(Some(line)) => {
+                    self.log(format_args!("==> watch: {what}: {line}"));
+                    pending = Change::default();
+                }
+                Ok(None) => pending = Change::default(),
+                Err(err) => self.log(format_args!(
+                    "==> watch: {what}: {err:#}; staging keeps serving the previous code"
+                )),
+            }
+        }
+    }
+
+    /// The paths of the next batch of changes: from the first change until
+    /// none came for [`DEBOUNCE`]. Reads are not changes: cargo opening
+    /// every `Cargo.toml` would otherwise start a cycle after each cycle.
+    fn next_batch(
+        &self,
+        received: &mpsc::Receiver<notify::Result<notify::Event>>,
+    ) -> Result<Vec<PathBuf>> {
+        let mut paths = Vec::new();
+        let mut next = received.recv().context("the file watcher stopped")?;
+        loop {
+            match next {
+                Ok(event) if is_change(&event.kind) => paths.extend(event.paths),
+                Ok(_) => {}
+                Err(err) => self.log(format_args!("==> watch: {err}")),
+            }
+            next = if paths.is_empty() {
+                received.recv().context("the file watcher stopped")?
+            } else {
+                match received.recv_timeout(DEBOUNCE) {
+                    Ok(next) => next,
+                    Err(mpsc::RecvTimeoutError::Timeout) => return Ok(paths),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        anyhow::bail!("the file watcher stopped")
+                    }
+                }
+            };
+        }
+    }
+
+    /// One cycle: build what `change` affects, apply, reload; its line, or
+    /// `None` when nothing needed doing.
+    fn cycle(&mut self, sh: &Shell, change: &Change) -> Result<Option<String>> {
+        let started = Instant::now();
+        let workspace = Workspace::read(sh)?;
+        let mut dependencies_changed = false;
+        if change.lock {
+            let lock = std::fs::read_to_string(self.root.join("Cargo.lock"))?;
+            let now = locked_dependencies(&lock);
+            dependencies_changed = now != self.dependencies;
+            self.dependencies = now;
+        }
+        let functions = if change.workspace || dependencies_changed {
+            workspace.functions.clone()
+        } else {
+            workspace.affected(&change.crates)
+        };
+        if functions.is_empty() && !change.terraform {
+            return Ok(None);
+        }
+
+        let timer = Instant::now();
+        for function in &functions {
+            build::compile(sh, function, Profile::Watch).map_err(|_| {
+                anyhow!("{} does not compile (the errors are above)", function.name)
+            })?;
+        }
+        let compiled = timer.elapsed();
+        let timer = Instant::now();
+        let packaged = build::package(&workspace, &functions, Profile::Watch, &self.artifacts)?;
+        let package = timer.elapsed();
+
+        let applied = Applied::read(&self.local)?;
+        let new_code: Vec<&str> = packaged
+            .iter()
+            .filter(|(_, _, change)| change != "unchanged")
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        let everything = change.terraform
+            || new_code
+                .iter()
+                .any(|name| !applied.function_names.contains_key(*name));
+        if new_code.is_empty() && !everything {
+            return Ok(Some(format!(
+                "{} compiled to the code staging runs ({:.1} s): nothing to apply",
+                names(&functions),
+                started.elapsed().as_secs_f64()
+            )));
+        }
+        let timer = Instant::now();
+        let target = TargetArgs {
+            aws: false,
+            artifacts_dir: Some(self.artifacts.clone()),
+        };
+        let terraform = Terraform::existing(sh, &self.local, &target)?;
+        let args: Vec<String> = if everything {
+            terraform.init(sh)?;
+            Vec::new()
+        } else {
+            std::iter::once("-refresh=false".to_owned())
+                .chain(
+                    new_code
+                        .iter()
+                        .map(|name| format!("-target=aws_lambda_function.this[\"{name}\"]")),
+                )
+                .collect()
+        };
+        let summary = terraform.apply_local(sh, &args)?;
+        let apply = timer.elapsed();
+
+        // What staging serves now, read back as the gateway reloads it.
+        let applied = Applied::read(&self.local)?;
+        let api = self
+            .runtime
+            .block_on(self.gateway.current())
+            .map_err(|err| anyhow!("the gateway cannot serve what was applied: {err}"))?;
+        let staging = api
+            .stages
+            .get("staging")
+            .context("the API has no staging stage")?;
+        let serves =
+            |lambda: &str, code: &str| {
+                staging.targets.values().flatten().any(|target| {
+                    target.function.name == lambda && target.function.code_sha256 == code
+                })
+            };
+        let mut served = Vec::new();
+        for (name, artifact, _) in &packaged {
+            let lambda = applied.function_name(name)?;
+            anyhow::ensure!(
+                serves(&lambda, &artifact.code_sha256),
+                "applied, but staging does not serve {name} {} (see the log above)",
+                short_hash(&artifact.code_sha256)
+            );
+            served.push(format!("{name} {}", short_hash(&artifact.code_sha256)));
+        }
+        let applied_what = if everything {
+            "everything".to_owned()
+        } else {
+            format!("{}'s code", new_code.join(", "))
+        };
+        Ok(Some(format!(
+            "compiled {} in {:.1} s, packaged in {:.1} s, applied {applied_what} in {:.1} s ({}); \
+             staging serves {} after {:.1} s",
+            names(&functions),
+            compiled.as_secs_f64(),
+            package.as_secs_f64(),
+            apply.as_secs_f64(),
+            summary.trim_end_matches('.'),
+            if served.is_empty() {
+                "the new configuration".to_owned()
+            } else {
+                served.join(", ")
+            },
+            started.elapsed().as_secs_f64()
+        )))
+    }
+}
+
+fn names(functions: &[build::Function]) -> String {
+    if functions.is_empty() {
+        return "nothing".to_owned();
+    }
+    functions
+        .iter()
+        .map(|function| function.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(paths: &[&str]) -> Change {
+        classify(
+            Path::new("/ws"),
+            paths.iter().map(|path| Path::new("/ws").join(path)),
+        )
+    }
+
+    #[test]
+    fn events_are_sorted_into_crates_terraform_and_the_workspace() {
+        let edit = change(&["lambdas/status/src/main.rs", "lambdas/api/src/lib.rs"]);
+        assert_eq!(
+            edit.crates,
+            BTreeSet::from([
+                PathBuf::from("/ws/lambdas/status"),
+                PathBuf::from("/ws/lambdas/api")
+            ])
+        );
+        assert!(!edit.terraform && !edit.workspace && !edit.lock);
+        assert_eq!(
+            edit.describe(),
+            "lambdas/api/src/lib.rs, lambdas/status/src/main.rs"
+        );
+
+        let tf = change(&["terraform/api.tf", "terraform/templates/request.vtl"]);
+        assert!(tf.terraform && tf.crates.is_empty());
+        assert!(change(&["Cargo.toml"]).workspace);
+        assert!(change(&["Cargo.lock"]).lock);
+    }
+
+    #[test]
+    fn scratch_files_and_build_output_are_not_changes() {
+        for path in [
+            "lambdas/status/src/.main.rs.swp",
+            "lambdas/status/src/main.rs~",
+            "lambdas/status/src/4913",
+            "lambdas/status/target/release/status",
+            "terraform/.terraform/providers/x",
+            "terraform/terraform.tfstate",
+            "terraform/terraform.tfstate.backup",
+            "terraform/prod.auto.tfvars.json",
+            "target/lambda/manifest.json",
+            "events/status/health.json",
+            "README.md",
+            "lambdas/README.md",
+            "/elsewhere/lambdas/status/src/main.rs",
+        ] {
+            let change = change(&[path]);
+            assert!(change.is_empty(), "{path}: {change:?}");
+        }
+    }
+
+    #[test]
+    fn many_files_are_summed_up() {
+        let many = change(&[
+            "lambdas/hello/Cargo.toml",
+            "lambdas/hello/src/main.rs",
+            "terraform/api.tf",
+            "Cargo.lock",
+        ]);
+        assert_eq!(
+            many.describe(),
+            "Cargo.lock, lambdas/hello/Cargo.toml and 2 more"
+        );
+    }
+
+    #[test]
+    fn a_new_member_in_the_lock_is_not_a_dependency_change() {
+        let lock = "version = 4\n\n[[package]]\nname = \"api\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"serde\"\nversion = \"1.0.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\n";
+        let with_member = lock.replace(
+            "[[package]]\nname = \"serde\"",
+            "[[package]]\nname = \"hello\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"serde\"",
+        );
+        assert_eq!(locked_dependencies(lock), locked_dependencies(&with_member));
+        let bumped = lock.replace("1.0.0", "1.0.1");
+        assert_ne!(locked_dependencies(lock), locked_dependencies(&bumped));
+    }
+}
