@@ -5,6 +5,7 @@
 //! --help` explains one (the `///` docs below are that help text).
 
 mod artifact;
+mod bench;
 mod build;
 mod dev;
 mod emulator;
@@ -62,6 +63,8 @@ enum Command {
     Invoke(dev::InvokeArgs),
     /// Add a function: its crate, sample events, routes in terraform/api.tf and smoke cases.
     New(scaffold::NewArgs),
+    /// Time the inner loop: from saving an edit to status or users to staging serving it (`dev --watch`).
+    Bench(bench::BenchArgs),
     /// Preview what applying would change: code sizes and hashes, alias moves, routes, redeployments (exit 2: changes pending).
     Plan(release::plan::PlanArgs),
     /// Run the smoke suite (events/smoke.json) against the staging stage and write the receipt `publish` requires.
@@ -108,6 +111,7 @@ fn run(flags: Xtask) -> Result<ExitCode> {
         Command::Dev(args) => dev::dev(&sh, &local, args),
         Command::Invoke(args) => dev::invoke(&sh, &local, args),
         Command::New(args) => scaffold::run(&sh, args),
+        Command::Bench(args) => bench::run(&sh, args),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
