@@ -115,7 +115,7 @@ fn write_all(sh: &Shell, root: &Path, name: &str, files: &[File]) -> Result<()> 
             .context("rustfmt failed on the new crate (above)")?;
         // The new member in Cargo.lock (its dependencies are there already).
         let cargo = crate::cargo();
-        cmd!(sh, "{cargo} update --workspace --offline")
+        cmd!(sh, "{cargo} update --workspace --offline --quiet")
             .quiet()
             .run()
             .context("adding the crate to Cargo.lock failed (above)")?;
