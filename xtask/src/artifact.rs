@@ -188,6 +188,18 @@ impl Default for Manifest {
     }
 }
 
+/// The manifest at `path`, if there is one.
+pub fn read_manifest(path: &std::path::Path) -> Result<Option<Manifest>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// One function's zip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {

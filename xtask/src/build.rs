@@ -307,8 +307,13 @@ pub fn compile(sh: &Shell, function: &Function, profile: Profile) -> Result<()> 
         "{cargo} build --profile {profile} --locked --target {RUST_TARGET} --package {package}"
     )
     .env("CARGO_ENCODED_RUSTFLAGS", rustflags(sh));
+    // Nor a profile override of the user's (`CARGO_PROFILE_RELEASE_LTO`...):
+    // a build is what its profile in Cargo.toml says.
     for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(is_set_by_cargo_for_us) {
+        if name
+            .to_str()
+            .is_some_and(|name| is_set_by_cargo_for_us(name) || name.starts_with("CARGO_PROFILE_"))
+        {
             build = build.env_remove(name);
         }
     }
@@ -418,17 +423,15 @@ fn package_binary(
 /// The previous manifest; an unreadable one (an older format) is ignored
 /// with a warning, since every entry can be rebuilt.
 fn read_manifest(path: &Path) -> Result<Manifest> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(serde_json::from_str(&text).unwrap_or_else(|err| {
-            eprintln!(
-                "warning: ignoring {} ({err}): it is rebuilt from scratch",
-                path.display()
-            );
-            Manifest::default()
-        })),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    if !path.exists() {
+        return Ok(Manifest::default());
     }
+    Ok(artifact::read_manifest(path)
+        .unwrap_or_else(|err| {
+            eprintln!("warning: ignoring {err:#}: it is rebuilt from scratch");
+            None
+        })
+        .unwrap_or_default())
 }
 
 /// Writes through a temporary file and a rename, so a reader (Terraform, a

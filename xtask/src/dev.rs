@@ -197,7 +197,7 @@ pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
         let stack = LocalStack::connect(local).await?;
         let version = stack
             .aws
-            .function_version(&function, &args.alias)
+            .function_to_run(&function, &args.alias)
             .await?
             .with_context(|| {
                 format!(

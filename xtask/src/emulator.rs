@@ -21,6 +21,9 @@ use xshell::{Shell, cmd};
 /// The emulator as pip names it, at the version the project is tested with
 /// (the launcher uses its `werkzeug_app` module to serve it serially).
 const MOTO: &str = "moto[server]==5.2.5";
+/// Its version, which our own virtualenv must hold (a Python of the user's
+/// may hold any moto that serves).
+const MOTO_VERSION: &str = "5.2.5";
 /// What the launcher imports.
 const MOTO_IMPORT: &str = "import werkzeug.serving; from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app";
 /// Serves moto one request at a time (the script says why).
@@ -237,10 +240,13 @@ pub fn ensure_moto(sh: &Shell) -> Result<String> {
             .run()
             .is_ok()
     };
+    let pinned = format!("import moto, sys; sys.exit(moto.__version__ != {MOTO_VERSION:?})");
+    let has_pinned_moto =
+        |python: &str| has_moto(python) && cmd!(sh, "{python} -c {pinned}").quiet().run().is_ok();
     if has_moto(&base) {
         return Ok(base);
     }
-    if has_moto(&venv_python) {
+    if has_pinned_moto(&venv_python) {
         return Ok(venv_python);
     }
     eprintln!("==> installing the AWS emulator: {base} -m pip install '{MOTO}'");
@@ -263,17 +269,32 @@ pub fn ensure_moto(sh: &Shell) -> Result<String> {
              required; set MOTO_PYTHON to use another Python.\n{stderr}"
         );
     }
-    let dir = venv.display().to_string();
     eprintln!(
         "==> {base} is externally managed (PEP 668): installing moto into a virtualenv of \
-         our own, {dir}"
+         our own, {}",
+        venv.display()
     );
-    make_venv(sh, &base, &dir)?;
-    cmd!(sh, "{venv_python} -m pip install --quiet {MOTO}")
+    // Made aside and moved into place, so two commands at once (or one
+    // interrupted) never leave or use half a virtualenv.
+    let aside = venv.with_extension(format!("new{}", std::process::id()));
+    let aside_dir = aside.display().to_string();
+    let aside_python = format!("{aside_dir}/bin/python");
+    make_venv(sh, &base, &aside_dir)?;
+    cmd!(sh, "{aside_python} -m pip install --quiet {MOTO}")
         .run()
-        .with_context(|| format!("installing moto into the virtualenv {dir} failed (above)"))?;
+        .with_context(|| {
+            format!("installing moto into the virtualenv {aside_dir} failed (above)")
+        })?;
+    if has_pinned_moto(&venv_python) {
+        // Another command made it meanwhile.
+        let _ = std::fs::remove_dir_all(&aside);
+    } else {
+        let _ = std::fs::remove_dir_all(&venv);
+        std::fs::rename(&aside, &venv)
+            .with_context(|| format!("moving {aside_dir} to {}", venv.display()))?;
+    }
     anyhow::ensure!(
-        has_moto(&venv_python),
+        has_pinned_moto(&venv_python),
         "moto was installed but {venv_python} cannot import it: check `{venv_python} -m pip show moto`"
     );
     Ok(venv_python)

@@ -239,17 +239,6 @@ impl Aws {
             _ => arn,
         };
         let region = arn.split(':').nth(3).unwrap_or_default().to_owned();
-        // Reserved concurrency is the function's, whatever version runs.
-        let reserved_concurrency = self
-            .lambda
-            .get_function_concurrency()
-            .function_name(function)
-            .send()
-            .await
-            .map_err(aws_error)
-            .with_context(|| format!("reading the reserved concurrency of {function}"))?
-            .reserved_concurrent_executions
-            .map(|reserved| reserved.max(0) as u32);
         Ok(Some(FunctionVersion {
             name: config
                 .function_name
@@ -267,8 +256,34 @@ impl Aws {
                 .map(|variables| variables.into_iter().collect())
                 .unwrap_or_default(),
             region,
-            reserved_concurrency,
+            description: config.description.unwrap_or_default(),
+            reserved_concurrency: None,
         }))
+    }
+
+    /// [`Aws::function_version`] with what the local host needs besides:
+    /// the function's reserved concurrency (`GetFunctionConcurrency`; only
+    /// the local stack asks, so the release flow on AWS needs no such grant).
+    pub async fn function_to_run(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<FunctionVersion>> {
+        let Some(mut version) = self.function_version(function, qualifier).await? else {
+            return Ok(None);
+        };
+        // Reserved concurrency is the function's, whatever version runs.
+        version.reserved_concurrency = self
+            .lambda
+            .get_function_concurrency()
+            .function_name(function)
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("reading the reserved concurrency of {function}"))?
+            .reserved_concurrent_executions
+            .map(|reserved| reserved.max(0) as u32);
+        Ok(Some(version))
     }
 }
 

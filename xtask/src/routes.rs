@@ -71,10 +71,18 @@ impl Route {
                  nor a parameter (`{{name}}`)"
             );
         }
-        Ok(Route {
+        let route = Route {
             method: method.to_owned(),
             path: path.to_owned(),
-        })
+        };
+        let params = route.params();
+        if let Some(twice) = params
+            .iter()
+            .find(|param| params.iter().filter(|other| other == param).count() > 1)
+        {
+            anyhow::bail!("route `{key}` names the path parameter {{{twice}}} twice");
+        }
+        Ok(route)
     }
 
     /// The table's key: `"GET /user/{id}"`.
@@ -250,6 +258,7 @@ mod tests {
             "GET /{proxy+}",
             "GET /a b",
             "GET /ü",
+            "GET /a/{x}/{x}",
         ] {
             assert!(Route::parse(bad).is_err(), "{bad} was accepted");
         }

@@ -180,6 +180,14 @@ fn check_routes(table: &Table, keys: &[String]) -> Result<Vec<Route>> {
     let mut routes = Vec::new();
     for key in keys {
         let route = Route::parse(key)?;
+        // What the scaffold's handler and smoke cases are made for: ANY
+        // reaches the handler as the request's own method, and HEAD and
+        // OPTIONS answers have no JSON body to check.
+        ensure!(
+            ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&route.method.as_str()),
+            "`new` makes GET, POST, PUT, PATCH and DELETE routes; add `{key}` to {API_TF} by \
+             hand, with its handling and smoke case"
+        );
         if let Some(conflict) = table.conflict(&route) {
             bail!("{conflict}");
         }
@@ -632,6 +640,10 @@ mod tests {
         let clash = check_routes(&table, &["GET /b/{x}".into(), "POST /b/{y}".into()]).unwrap_err();
         assert!(clash.to_string().contains("so name it {x}"), "{clash}");
         assert!(check_routes(&table, &["GET /status".into()]).is_err());
+        for method in ["ANY", "HEAD", "OPTIONS"] {
+            let refused = check_routes(&table, &[format!("{method} /a")]).unwrap_err();
+            assert!(refused.to_string().contains("by hand"), "{refused}");
+        }
     }
 
     #[test]

@@ -101,7 +101,15 @@ impl Terraform {
         assert!(!self.aws, "apply_local is for the local stack");
         let output = self
             .command(sh)
-            .args(["apply", "-input=false", "-auto-approve", "-no-color"])
+            // Another command applying here (a publish, a watch cycle) holds
+            // the state lock: wait for it rather than fail.
+            .args([
+                "apply",
+                "-input=false",
+                "-auto-approve",
+                "-no-color",
+                "-lock-timeout=120s",
+            ])
             .args(args)
             .ignore_status()
             .quiet()
@@ -270,30 +278,48 @@ impl Terraform {
 /// and any other file of the user's stay as they are.
 fn sync_working_dir(source: &Path, dir: &Path, endpoint: &str, artifacts: &Path) -> Result<()> {
     fs::create_dir_all(dir)?;
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_symlink() {
-            fs::remove_file(&path)?;
-        }
-    }
+    // Only what differs changes, so a command that syncs while another
+    // (a watch cycle's apply, say) runs Terraform here pulls nothing from
+    // under it.
+    let mut links = std::collections::BTreeMap::new();
     for entry in fs::read_dir(source).with_context(|| format!("reading {}", source.display()))? {
         let path = entry?.path();
         let name = path.file_name().expect("a directory entry has a name");
         let hidden = name.to_string_lossy().starts_with('.');
         if !hidden && (path.extension().is_some_and(|ext| ext == "tf") || path.is_dir()) {
-            std::os::unix::fs::symlink(&path, dir.join(name))?;
+            links.insert(name.to_owned(), path);
         }
     }
-    fs::write(dir.join("local_override.tf"), local_override(endpoint))?;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().expect("a directory entry has a name");
+        if path.is_symlink() && fs::read_link(&path).ok().as_ref() != links.get(name) {
+            fs::remove_file(&path)?;
+        }
+    }
+    for (name, target) in &links {
+        let link = dir.join(name);
+        if !link.is_symlink() {
+            std::os::unix::fs::symlink(target, link)?;
+        }
+    }
+    write_if_changed(&dir.join("local_override.tf"), &local_override(endpoint))?;
     // Only the local stack runs `dev --watch`'s quick builds.
     let vars = json!({ "artifacts_dir": artifacts, "accept_watch_builds": true });
-    fs::write(
-        dir.join("local.auto.tfvars.json"),
-        serde_json::to_string_pretty(&vars)? + "\n",
+    write_if_changed(
+        &dir.join("local.auto.tfvars.json"),
+        &(serde_json::to_string_pretty(&vars)? + "\n"),
     )?;
     let pin = dir.join(PIN_FILE);
     if !pin.exists() {
         fs::write(&pin, UNPUBLISHED_PIN)?;
+    }
+    Ok(())
+}
+
+fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if fs::read_to_string(path).ok().as_deref() != Some(text) {
+        fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

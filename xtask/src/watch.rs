@@ -18,7 +18,7 @@
 //! Each cycle is one line of the log. The watch builds are never vouched
 //! for by `verify` (see `release::verify`): a release is built for release.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -96,7 +96,9 @@ pub fn classify(root: &Path, paths: impl IntoIterator<Item = PathBuf>) -> Change
             || [".swp", ".swx", ".tmp"]
                 .iter()
                 .any(|ext| name.ends_with(ext))
-            || *name == "4913"; // vim's probe of a directory
+            || *name == "4913" // vim's probe of a directory
+            || (name.starts_with('#') && name.ends_with('#')) // emacs
+            || name.contains("___jb_"); // JetBrains
         if scratch
             || parts
                 .iter()
@@ -105,7 +107,13 @@ pub fn classify(root: &Path, paths: impl IntoIterator<Item = PathBuf>) -> Change
             continue;
         }
         let noted = match parts.as_slice() {
+            // A file of a crate, or a crate's directory itself (a crate
+            // moved or copied in whole announces only its directory).
             ["lambdas", krate, _, ..] => {
+                change.crates.insert(root.join("lambdas").join(krate));
+                true
+            }
+            ["lambdas", krate] if path.is_dir() => {
                 change.crates.insert(root.join("lambdas").join(krate));
                 true
             }
@@ -212,14 +220,20 @@ impl Watch {
                 continue;
             }
             let what = pending.describe();
+            // A failed cycle's change stays pending: the next one retries it.
             match self.cycle(&sh, &pending) {
                 Ok(Some(line)) => {
                     self.log(format_args!("==> watch: {what}: {line}"));
                     pending = Change::default();
                 }
                 Ok(None) => pending = Change::default(),
-                Err(err) => self.log(format_args!(
+                Err(Failed::Build(err)) => self.log(format_args!(
                     "==> watch: {what}: {err:#}; staging keeps serving the previous code"
+                )),
+                // The verdict first, Terraform's many lines after it.
+                Err(Failed::Applied(err)) => self.log(format_args!(
+                    "==> watch: {what}: not applied, or not served; the next change retries \
+                     (`cargo xtask status` shows what staging runs):\n{err:#}"
                 )),
             }
         }
@@ -236,6 +250,14 @@ impl Watch {
         let mut next = received.recv().context("the file watcher stopped")?;
         loop {
             match next {
+                // The kernel's queue overflowed: events were lost, so
+                // everything may have changed.
+                Ok(event) if event.need_rescan() => {
+                    self.log(format_args!(
+                        "==> watch: file events were lost; rebuilding and applying everything"
+                    ));
+                    paths.extend(["Cargo.toml", "terraform/api.tf"].map(|p| self.root.join(p)));
+                }
                 Ok(event) if is_change(&event.kind) => paths.extend(event.paths),
                 Ok(_) => {}
                 Err(err) => self.log(format_args!("==> watch: {err}")),
@@ -256,21 +278,33 @@ impl Watch {
 
     /// One cycle: build what `change` affects, apply, reload; its line, or
     /// `None` when nothing needed doing.
-    fn cycle(&mut self, sh: &Shell, change: &Change) -> Result<Option<String>> {
+    fn cycle(&mut self, sh: &Shell, change: &Change) -> Result<Option<String>, Failed> {
         let started = Instant::now();
-        let workspace = Workspace::read(sh)?;
+        let workspace = Workspace::read(sh).map_err(Failed::Build)?;
         let mut dependencies_changed = false;
         if change.lock {
-            let lock = std::fs::read_to_string(self.root.join("Cargo.lock"))?;
+            let lock = std::fs::read_to_string(self.root.join("Cargo.lock"))
+                .map_err(|err| Failed::Build(err.into()))?;
             let now = locked_dependencies(&lock);
             dependencies_changed = now != self.dependencies;
             self.dependencies = now;
         }
-        let functions = if change.workspace || dependencies_changed {
+        let mut functions = if change.workspace || dependencies_changed {
             workspace.functions.clone()
         } else {
             workspace.affected(&change.crates)
         };
+        // A function never built here (a crate that appeared whole: made by
+        // `new`, copied, checked out) is built too, or its routes would name
+        // a function Terraform does not have.
+        let manifest = crate::artifact::read_manifest(&self.artifacts.join("manifest.json"))
+            .map_err(Failed::Build)?
+            .unwrap_or_default();
+        for function in &workspace.functions {
+            if !manifest.functions.contains_key(&function.name) && !functions.contains(function) {
+                functions.push(function.clone());
+            }
+        }
         if functions.is_empty() && !change.terraform {
             return Ok(None);
         }
@@ -278,24 +312,36 @@ impl Watch {
         let timer = Instant::now();
         for function in &functions {
             build::compile(sh, function, Profile::Watch).map_err(|_| {
-                anyhow!("{} does not compile (the errors are above)", function.name)
+                Failed::Build(anyhow!(
+                    "{} does not build (cargo's errors are above)",
+                    function.name
+                ))
             })?;
         }
         let compiled = timer.elapsed();
         let timer = Instant::now();
-        let packaged = build::package(&workspace, &functions, Profile::Watch, &self.artifacts)?;
+        let packaged = build::package(&workspace, &functions, Profile::Watch, &self.artifacts)
+            .map_err(Failed::Build)?;
         let package = timer.elapsed();
 
-        let applied = Applied::read(&self.local)?;
-        let new_code: Vec<&str> = packaged
-            .iter()
-            .filter(|(_, _, change)| change != "unchanged")
-            .map(|(name, _, _)| name.as_str())
-            .collect();
-        let everything = change.terraform
-            || new_code
-                .iter()
-                .any(|name| !applied.function_names.contains_key(*name));
+        // What needs applying: code staging does not serve yet (not what
+        // the manifest held before, which a failed apply leaves ahead of
+        // staging), everything for a change to terraform/ or a new function.
+        let applied = Applied::read(&self.local).map_err(Failed::Applied)?;
+        let serving = self.staging_code();
+        let mut everything = change.terraform || serving.is_none();
+        let mut new_code = Vec::new();
+        for (name, artifact, _) in &packaged {
+            match applied.function_names.get(name) {
+                None => everything = true,
+                Some(lambda) => {
+                    let served = serving.as_ref().and_then(|serving| serving.get(lambda));
+                    if served != Some(&artifact.code_sha256) {
+                        new_code.push(name.as_str());
+                    }
+                }
+            }
+        }
         if new_code.is_empty() && !everything {
             return Ok(Some(format!(
                 "{} compiled to the code staging runs ({:.1} s): nothing to apply",
@@ -308,46 +354,42 @@ impl Watch {
             aws: false,
             artifacts_dir: Some(self.artifacts.clone()),
         };
-        let terraform = Terraform::existing(sh, &self.local, &target)?;
-        let args: Vec<String> = if everything {
-            terraform.init(sh)?;
-            Vec::new()
-        } else {
-            std::iter::once("-refresh=false".to_owned())
-                .chain(
-                    new_code
-                        .iter()
-                        .map(|name| format!("-target=aws_lambda_function.this[\"{name}\"]")),
-                )
-                .collect()
+        let apply = || -> Result<String> {
+            let terraform = Terraform::existing(sh, &self.local, &target)?;
+            let args: Vec<String> = if everything {
+                terraform.init(sh)?;
+                Vec::new()
+            } else {
+                std::iter::once("-refresh=false".to_owned())
+                    .chain(
+                        new_code
+                            .iter()
+                            .map(|name| format!("-target=aws_lambda_function.this[\"{name}\"]")),
+                    )
+                    .collect()
+            };
+            terraform.apply_local(sh, &args)
         };
-        let summary = terraform.apply_local(sh, &args)?;
+        let summary = apply().map_err(Failed::Applied)?;
         let apply = timer.elapsed();
 
         // What staging serves now, read back as the gateway reloads it.
-        let applied = Applied::read(&self.local)?;
-        let api = self
-            .runtime
-            .block_on(self.gateway.current())
-            .map_err(|err| anyhow!("the gateway cannot serve what was applied: {err}"))?;
-        let staging = api
-            .stages
-            .get("staging")
-            .context("the API has no staging stage")?;
-        let serves =
-            |lambda: &str, code: &str| {
-                staging.targets.values().flatten().any(|target| {
-                    target.function.name == lambda && target.function.code_sha256 == code
-                })
-            };
+        let applied = Applied::read(&self.local).map_err(Failed::Applied)?;
+        let serving = self.staging_code().ok_or_else(|| {
+            Failed::Applied(anyhow!(
+                "applied, but the gateway cannot serve it (every request answers 500; the \
+                 log above says why)"
+            ))
+        })?;
         let mut served = Vec::new();
         for (name, artifact, _) in &packaged {
-            let lambda = applied.function_name(name)?;
-            anyhow::ensure!(
-                serves(&lambda, &artifact.code_sha256),
-                "applied, but staging does not serve {name} {} (see the log above)",
-                short_hash(&artifact.code_sha256)
-            );
+            let lambda = applied.function_name(name).map_err(Failed::Applied)?;
+            if serving.get(&lambda) != Some(&artifact.code_sha256) {
+                return Err(Failed::Applied(anyhow!(
+                    "applied, but staging does not serve {name} {} (see the log above)",
+                    short_hash(&artifact.code_sha256)
+                )));
+            }
             served.push(format!("{name} {}", short_hash(&artifact.code_sha256)));
         }
         let applied_what = if everything {
@@ -371,6 +413,36 @@ impl Watch {
             started.elapsed().as_secs_f64()
         )))
     }
+
+    /// Lambda function name -> the code staging's integrations reach, as
+    /// the gateway serves it now (reloaded if Terraform changed the state);
+    /// `None` if the gateway cannot serve what is applied.
+    fn staging_code(&self) -> Option<BTreeMap<String, String>> {
+        let api = self.runtime.block_on(self.gateway.current()).ok()?;
+        let staging = api.stages.get("staging")?;
+        Some(
+            staging
+                .targets
+                .values()
+                .flatten()
+                .map(|target| {
+                    (
+                        target.function.name.clone(),
+                        target.function.code_sha256.clone(),
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Why a cycle stopped, which tells what staging serves.
+enum Failed {
+    /// Nothing was applied: staging serves the previous code.
+    Build(anyhow::Error),
+    /// Terraform failed (perhaps part way), or the gateway cannot serve what
+    /// it applied.
+    Applied(anyhow::Error),
 }
 
 fn names(functions: &[build::Function]) -> String {
@@ -423,6 +495,8 @@ mod tests {
             "lambdas/status/src/.main.rs.swp",
             "lambdas/status/src/main.rs~",
             "lambdas/status/src/4913",
+            "lambdas/status/src/#main.rs#",
+            "lambdas/status/src/main.rs___jb_tmp___",
             "lambdas/status/target/release/status",
             "terraform/.terraform/providers/x",
             "terraform/terraform.tfstate",
@@ -437,6 +511,15 @@ mod tests {
             let change = change(&[path]);
             assert!(change.is_empty(), "{path}: {change:?}");
         }
+    }
+
+    #[test]
+    fn a_crate_that_appears_whole_is_a_change_to_it() {
+        let root = std::env::temp_dir().join(format!("xtask-watch-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("lambdas/copied/src")).unwrap();
+        let change = classify(&root, [root.join("lambdas/copied")]);
+        assert_eq!(change.crates, BTreeSet::from([root.join("lambdas/copied")]));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -255,7 +255,7 @@ fn new_functions_and_watched_edits_reach_staging_not_prod() {
     std::fs::write(&main, format!("{v2}\nfn broken( {{\n")).unwrap();
     let line = dev.wait_for_line(cycles, 1, CYCLE);
     assert!(
-        line.contains("hello does not compile") && line.contains("staging keeps serving"),
+        line.contains("hello does not build") && line.contains("staging keeps serving"),
         "{line}"
     );
     assert_eq!(answer("staging")["function"], "hello v2");
@@ -265,6 +265,36 @@ fn new_functions_and_watched_edits_reach_staging_not_prod() {
     assert!(line.contains("staging serves hello "), "{line}");
     assert_eq!(answer("staging")["function"], "hello v3");
     assert_eq!(answer("prod")["function"], "hello");
+
+    // An apply that fails (a broken file in the stack's Terraform directory)
+    // leaves staging on v3; saving again, though the build is then the one
+    // already packaged, applies it once the apply can succeed.
+    let broken = stack.local.join("terraform/broken_override.tf");
+    std::fs::write(&broken, "resource {\n").unwrap();
+    let v4 = v2.replace("\"hello v2\"", "\"hello v4\"");
+    std::fs::write(&main, &v4).unwrap();
+    let line = dev.wait_for_line(cycles, 3, CYCLE);
+    assert!(
+        line.contains("not applied, or not served; the next change retries"),
+        "{line}"
+    );
+    assert!(dev.log().contains("terraform apply failed"));
+    assert_eq!(answer("staging")["function"], "hello v3");
+    std::fs::remove_file(&broken).unwrap();
+    std::fs::write(&main, &v4).unwrap();
+    let line = dev.wait_for_line(cycles, 4, CYCLE);
+    assert!(line.contains("applied hello's code"), "{line}");
+    assert_eq!(answer("staging")["function"], "hello v4");
+    // The function itself says it runs a watch build.
+    let state = stack.state();
+    let function = state
+        .iter()
+        .find(|resource| resource["address"] == "aws_lambda_function.this[\"hello\"]")
+        .unwrap();
+    assert_eq!(
+        function["values"]["description"],
+        "watch build (cargo xtask dev --watch): never published"
+    );
 
     // A new function while watching (crate, and routes in terraform/):
     // applied whole, served on staging; prod's API revision has no route.

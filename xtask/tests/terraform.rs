@@ -138,6 +138,45 @@ fn terraform_on_the_emulator() {
         "the rebuild did not restore the manifest"
     );
 
+    // A watch build (`dev --watch`'s profile): the local stack takes it,
+    // marked as one, and Terraform refuses it anywhere `accept_watch_builds`
+    // is not set, as on AWS.
+    edit_manifest(&stack.artifacts, |manifest| {
+        manifest["functions"]["status"]["profile"] = "watch".into();
+    });
+    // The function says so in its description, and nothing else changes.
+    assert_eq!(
+        stack.plan(),
+        set(&[("aws_lambda_function.this[\"status\"]", "update")])
+    );
+    let refused = stack.xtask(&[
+        "tf",
+        "--",
+        "plan",
+        "-input=false",
+        "-var",
+        "accept_watch_builds=false",
+    ]);
+    assert!(!refused.status.success(), "a watch build was planned");
+    // Terraform wraps its diagnostics: compare the words.
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let words: Vec<&str> = stderr
+        .split_whitespace()
+        .filter(|word| *word != "│")
+        .collect();
+    assert!(
+        words
+            .join(" ")
+            .contains("status is a `cargo xtask dev --watch` build (profile watch)"),
+        "{stderr}"
+    );
+    stack.ok(&["build", "--out-dir", &artifacts]);
+    assert_eq!(
+        stack.plan(),
+        set(&[]),
+        "the rebuild did not restore the manifest"
+    );
+
     // A new route: its resource, method, integration and responses, and a
     // staging redeployment. No other route's resources, nothing of prod.
     let route = "GET /user/{id}/history";

@@ -499,7 +499,7 @@ async fn resolve_target(
     };
     let (function_arn, qualifier) = lambda_target(&resolved)?;
     let name = function_arn.rsplit(':').next().unwrap_or_default();
-    Ok(match aws.function_version(name, &qualifier).await? {
+    Ok(match aws.function_to_run(name, &qualifier).await? {
         Some(function) => Ok(Target {
             function,
             invoked_arn: format!("{function_arn}:{qualifier}"),

@@ -61,6 +61,8 @@ pub struct FunctionVersion {
     pub timeout: Duration,
     pub environment: BTreeMap<String, String>,
     pub region: String,
+    /// The version's description: a `dev --watch` build says so there.
+    pub description: String,
     /// The function's reserved concurrency (`GetFunctionConcurrency`): at
     /// most this many executions of the function, all versions together,
     /// at once. `None`: it shares the unreserved concurrency.
@@ -893,8 +895,54 @@ mod tests {
                 ("AWS_REGION".to_owned(), "us-west-2".to_owned()),
             ]),
             region: "eu-west-1".into(),
+            description: String::new(),
             reserved_concurrency: None,
         }
+    }
+
+    #[test]
+    fn executions_are_limited_by_reserved_or_shared_concurrency() {
+        let host = Host::new(
+            PathBuf::new(),
+            PathBuf::new(),
+            Vec::new(),
+            Log::stderr(),
+            Limits {
+                concurrency: 2,
+                idle_timeout: Duration::from_secs(60),
+            },
+        );
+        let named = |name: &str, reserved| FunctionVersion {
+            name: name.into(),
+            reserved_concurrency: reserved,
+            ..function()
+        };
+        let (a, b, c) = (named("a", None), named("b", None), named("c", Some(1)));
+        // The shared concurrency counts every unreserved function together.
+        let first = host.admit(&a).unwrap();
+        let _second = host.admit(&b).unwrap();
+        assert_eq!(
+            host.admit(&a).err().as_deref(),
+            Some("ConcurrentInvocationLimitExceeded")
+        );
+        // A reservation is the function's own: it neither takes from nor
+        // waits for the shared concurrency, across versions.
+        let reserved = host.admit(&c).unwrap();
+        let other_version = FunctionVersion {
+            version: "9".into(),
+            ..c.clone()
+        };
+        assert_eq!(
+            host.admit(&other_version).err().as_deref(),
+            Some("ReservedFunctionConcurrentInvocationLimitExceeded")
+        );
+        // An execution that ends gives its share back.
+        drop(first);
+        let _again = host.admit(&a).unwrap();
+        drop(reserved);
+        let _c = host.admit(&c).unwrap();
+        // Reserved concurrency 0 throttles every invocation, as on Lambda.
+        assert!(host.admit(&named("d", Some(0))).is_err());
     }
 
     #[test]

@@ -121,6 +121,7 @@ impl World {
                     version: version.version,
                     code_sha256: version.code_sha256,
                     configuration: version.configuration,
+                    description: version.description,
                 });
             functions.insert(function.clone(), running);
         }
@@ -210,6 +211,9 @@ pub struct Running {
     pub code_sha256: String,
     /// The rest of what a version snapshots (`live::configuration_digest`).
     pub configuration: String,
+    /// The version's description (a watch build says so there).
+    #[serde(default)]
+    pub description: String,
 }
 
 /// A version number as a number (`$LATEST` and anything else: 0).

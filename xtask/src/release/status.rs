@@ -179,6 +179,7 @@ mod tests {
                 version: version.to_owned(),
                 code_sha256: String::new(),
                 configuration: String::new(),
+                description: String::new(),
             })
         };
         let mut prod = StageRuns {

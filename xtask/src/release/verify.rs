@@ -114,6 +114,12 @@ pub fn run(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
 }
 
 async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
+    // On the local stack, the manifest its last apply used (opening the
+    // world re-syncs the working directory, with this command's settings).
+    let applied_artifacts = match args.target.aws {
+        false => Some(crate::live::Applied::read(local)?.artifacts_dir),
+        true => None,
+    };
     let world = World::open(sh, local, &args.target).await?;
     let run = smoke::run_id();
     let cases = smoke::load(&run)?;
@@ -176,12 +182,12 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
         .iter()
         .map(|route| format!("no smoke case requests {route} ({})", smoke::CASES_FILE))
         .collect();
-    let manifest_dir = match (&args.target.artifacts_dir, world.terraform.aws) {
-        (_, false) => world.applied.artifacts_dir.clone(),
-        (Some(dir), true) => dir.clone(),
-        (None, true) => crate::project_root().join(crate::build::OUT_DIR),
+    let manifest_dir = match (applied_artifacts, &args.target.artifacts_dir) {
+        (Some(applied), _) => applied,
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => crate::project_root().join(crate::build::OUT_DIR),
     };
-    let manifest = read_manifest(&manifest_dir.join("manifest.json"))?;
+    let manifest = crate::artifact::read_manifest(&manifest_dir.join("manifest.json"))?;
     problems.extend(unreleased(&staged, manifest.as_ref(), !world.terraform.aws));
     if after != before {
         problems.push("staging changed while the cases ran (an apply?): verify again".to_owned());
@@ -239,49 +245,39 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-/// The build manifest at `path`, if there is one.
-fn read_manifest(path: &std::path::Path) -> Result<Option<Manifest>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
-    }
-}
+/// How a function says it runs a watch build: its description, as
+/// `terraform/lambda.tf` writes it for one.
+pub const WATCH_MARK: &str = "(cargo xtask dev --watch)";
 
-/// Why the code `staged` runs may not be vouched for: a `dev --watch`
-/// build is never published, and on the local stack (`applied`: the
-/// manifest is the one applied) code the manifest does not hold as a
-/// release build came from elsewhere (an earlier watch, say).
+/// Why the code `staged` runs may not be vouched for: a `dev --watch` build
+/// (the function's description says so, or the manifest does) is never
+/// published; and on the local stack (`applied`: the manifest is the one
+/// applied) code other than the manifest's release build of that function
+/// came from elsewhere (an earlier watch, say).
 fn unreleased(
     staged: &BTreeMap<String, Running>,
     manifest: Option<&Manifest>,
     applied: bool,
 ) -> Vec<String> {
-    let build = |code_sha256: &str| {
-        manifest?
-            .functions
-            .values()
-            .find(|artifact| artifact.code_sha256 == code_sha256)
-    };
     let mut problems = Vec::new();
     for (function, running) in staged {
         let code = short_hash(&running.code_sha256);
-        match build(&running.code_sha256) {
-            Some(artifact) if artifact.profile == Profile::Release => {}
-            Some(artifact) => problems.push(format!(
-                "{function}: staging runs {code}, a {} build (`cargo xtask dev --watch`), which \
-                 is never published: `cargo xtask build && cargo xtask apply`, then verify",
-                artifact.profile.as_str()
-            )),
-            None if applied => problems.push(format!(
-                "{function}: staging runs {code}, which the build manifest does not hold (a \
-                 watch build, or a build since replaced): `cargo xtask build && cargo xtask \
+        let built = manifest
+            .and_then(|manifest| manifest.functions.get(function))
+            .filter(|artifact| artifact.code_sha256 == running.code_sha256);
+        let watched = running.description.contains(WATCH_MARK)
+            || built.is_some_and(|artifact| artifact.profile != Profile::Release);
+        if watched {
+            problems.push(format!(
+                "{function}: staging runs {code}, a watch build (`cargo xtask dev --watch`), which \
+                 is never published: `cargo xtask build && cargo xtask apply`, then verify"
+            ));
+        } else if built.is_none() && applied {
+            problems.push(format!(
+                "{function}: staging runs {code}, which is not the build manifest's {function} \
+                 (a watch build, or a build since replaced): `cargo xtask build && cargo xtask \
                  apply`, then verify"
-            )),
-            None => {}
+            ));
         }
     }
     problems
@@ -347,6 +343,7 @@ mod tests {
             version: version.to_owned(),
             code_sha256: hash.to_owned(),
             configuration: "config".to_owned(),
+            description: String::new(),
         }
     }
 
@@ -382,9 +379,13 @@ mod tests {
 
     #[test]
     fn only_release_builds_are_vouched_for() {
-        let release = crate::artifact::sha256(b"release zip");
-        let watch = crate::artifact::sha256(b"watch zip");
-        let other = crate::artifact::sha256(b"someone else's zip");
+        let digest = |bytes: &[u8]| crate::artifact::sha256(bytes);
+        let (status, users, watch, other) = (
+            digest(b"status release"),
+            digest(b"users release"),
+            digest(b"users watch"),
+            digest(b"someone else's"),
+        );
         let artifact =
             |digest: &crate::artifact::Sha256Digest, profile| crate::artifact::Artifact {
                 path: format!("f-{}.zip", digest.hex),
@@ -396,59 +397,65 @@ mod tests {
                 max_glibc: "none".to_owned(),
                 profile,
             };
-        let mut manifest = Manifest::default();
-        manifest
-            .functions
-            .insert("status".to_owned(), artifact(&release, Profile::Release));
-        manifest
-            .functions
-            .insert("users".to_owned(), artifact(&watch, Profile::Watch));
+        let manifest = |users_profile| {
+            let mut manifest = Manifest::default();
+            manifest
+                .functions
+                .insert("status".to_owned(), artifact(&status, Profile::Release));
+            let users_zip = if users_profile == Profile::Release {
+                &users
+            } else {
+                &watch
+            };
+            manifest
+                .functions
+                .insert("users".to_owned(), artifact(users_zip, users_profile));
+            manifest
+        };
         let staged = |status: &str, users: &str| {
             BTreeMap::from([
                 ("status".to_owned(), running("$LATEST", status)),
                 ("users".to_owned(), running("$LATEST", users)),
             ])
         };
+        let released = manifest(Profile::Release);
+        let watched = manifest(Profile::Watch);
 
+        // The manifest's release builds, each under its own name: vouched for.
         assert!(
             unreleased(
-                &staged(&release.base64, &release.base64),
-                Some(&manifest),
+                &staged(&status.base64, &users.base64),
+                Some(&released),
                 true
             )
             .is_empty()
         );
-        let watched = unreleased(
-            &staged(&release.base64, &watch.base64),
-            Some(&manifest),
+        // A watch build the manifest knows, locally and on AWS alike.
+        for applied in [true, false] {
+            let problems = unreleased(
+                &staged(&status.base64, &watch.base64),
+                Some(&watched),
+                applied,
+            );
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with("users: ") && problems[0].contains("a watch build"));
+        }
+        // Another function's zip, or code from elsewhere: refused where the
+        // manifest is the applied one; on AWS it cannot be told.
+        let swapped = unreleased(
+            &staged(&status.base64, &status.base64),
+            Some(&released),
             true,
         );
-        assert_eq!(watched.len(), 1);
+        assert_eq!(swapped.len(), 1);
         assert!(
-            watched[0].starts_with("users: ") && watched[0].contains("a watch build"),
-            "{watched:?}"
+            swapped[0].contains("is not the build manifest's users"),
+            "{swapped:?}"
         );
-        // On AWS too, a watch build the manifest knows is refused ...
-        assert_eq!(
-            unreleased(
-                &staged(&release.base64, &watch.base64),
-                Some(&manifest),
-                false
-            )
-            .len(),
-            1
-        );
-        // ... while code built elsewhere is only refused where the manifest is the applied one.
-        let foreign = unreleased(
-            &staged(&other.base64, &release.base64),
-            Some(&manifest),
-            true,
-        );
-        assert!(foreign[0].contains("does not hold"), "{foreign:?}");
         assert!(
             unreleased(
-                &staged(&other.base64, &release.base64),
-                Some(&manifest),
+                &staged(&status.base64, &status.base64),
+                Some(&released),
                 false
             )
             .is_empty()
@@ -457,6 +464,13 @@ mod tests {
             unreleased(&staged(&other.base64, &other.base64), None, true).len(),
             2
         );
+        // A function that says it runs a watch build is refused, manifest or none.
+        let mut marked = staged(&status.base64, &other.base64);
+        marked.get_mut("users").unwrap().description =
+            format!("watch build {WATCH_MARK}: never published");
+        let problems = unreleased(&marked, None, false);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("a watch build"), "{problems:?}");
     }
 
     #[test]
