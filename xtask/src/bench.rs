@@ -173,9 +173,9 @@ pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
                     if body.contains(&served) {
                         break;
                     }
-                    if saved.elapsed() > Duration::from_secs(600) {
+                    if saved.elapsed() > Duration::from_secs(300) {
                         bail!(
-                            "staging did not serve the edit to {} within 10 minutes; see {}",
+                            "staging did not serve the edit to {} within 5 minutes; see {}",
                             edit.function,
                             log_path.display()
                         );

@@ -79,9 +79,14 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         "{}",
         table(&["function", "zip", "sha256", "since last build"], &rows)
     );
+    let root = sh.current_dir();
     println!(
         "manifest: {} ({:.1} s)",
-        args.out_dir.join("manifest.json").display(),
+        out_dir
+            .strip_prefix(&root)
+            .unwrap_or(&out_dir)
+            .join("manifest.json")
+            .display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -153,23 +153,19 @@ async fn serve(local: &LocalDir, port: u16, limits: Limits, watch: Option<PathBu
         println!("try: {sample}");
     }
     if let Some(artifacts) = watch {
-        println!(
-            "watching lambdas/, terraform/ and Cargo.toml: a change rebuilds what it affects \
-             (watch profile) and applies it; staging serves it, prod stays"
-        );
-        let watch = crate::watch::Watch::new(
+        crate::watch::Watch::new(
             crate::project_root(),
             local.clone(),
             artifacts,
             gateway.clone(),
             tokio::runtime::Handle::current(),
+        )
+        .start()?;
+        // Printed once watching: a change saved after this line is seen.
+        println!(
+            "watching lambdas/, terraform/ and Cargo.toml: a change rebuilds what it affects \
+             (watch profile) and applies it; staging serves it, prod stays"
         );
-        let log = gateway.host.log.clone();
-        std::thread::spawn(move || {
-            if let Err(err) = watch.run() {
-                log.line(format_args!("==> watch stopped: {err:#}"));
-            }
-        });
     }
     eprintln!("==> request log, and each function's log with its REPORT lines, below");
 

@@ -195,8 +195,10 @@ impl Watch {
         self.gateway.host.log.line(line);
     }
 
-    /// Watches until the process ends; returns only if watching fails.
-    pub fn run(mut self) -> Result<()> {
+    /// Starts watching, here and now (a change saved once this returns is
+    /// seen), and runs the loop on a thread of its own until the process
+    /// ends; the thread logs why if watching fails.
+    pub fn start(self) -> Result<()> {
         let (events, received) = mpsc::channel::<notify::Result<notify::Event>>();
         let mut watcher = notify::recommended_watcher(events).context("cannot watch files")?;
         for dir in ["lambdas", "terraform"] {
@@ -210,11 +212,23 @@ impl Watch {
         watcher
             .watch(&self.root, RecursiveMode::NonRecursive)
             .context("cannot watch the workspace root")?;
+        std::thread::spawn(move || {
+            // The watcher lives as long as the loop.
+            let _watcher = watcher;
+            let log = self.gateway.host.log.clone();
+            if let Err(err) = self.run(&received) {
+                log.line(format_args!("==> watch stopped: {err:#}"));
+            }
+        });
+        Ok(())
+    }
+
+    fn run(mut self, received: &mpsc::Receiver<notify::Result<notify::Event>>) -> Result<()> {
         let sh = Shell::new()?;
         sh.change_dir(&self.root);
         let mut pending = Change::default();
         loop {
-            let paths = self.next_batch(&received)?;
+            let paths = self.next_batch(received)?;
             pending.merge(classify(&self.root, paths));
             if pending.is_empty() {
                 continue;

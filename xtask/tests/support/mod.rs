@@ -171,6 +171,14 @@ impl Dev {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
         };
+        // With --watch, until it watches: a change saved after that is seen.
+        if args.contains(&"--watch") {
+            let watching = lines.by_ref().map_while(Result::ok).any(|line| {
+                println!("dev: {line}");
+                line.starts_with("watching ")
+            });
+            assert!(watching, "cargo xtask dev --watch stopped before watching");
+        }
         // Keep reading what it prints, so it never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Dev {
