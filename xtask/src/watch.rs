@@ -169,7 +169,10 @@ pub struct Watch {
     artifacts: PathBuf,
     gateway: Arc<Gateway>,
     runtime: tokio::runtime::Handle,
+    /// The registry and git packages of `Cargo.lock` the functions were
+    /// last built with, and those of the cycle under way.
     dependencies: BTreeSet<String>,
+    built_dependencies: Option<BTreeSet<String>>,
 }
 
 impl Watch {
@@ -183,6 +186,7 @@ impl Watch {
         let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
         Watch {
             dependencies: locked_dependencies(&lock),
+            built_dependencies: None,
             root,
             local,
             artifacts,
@@ -235,12 +239,18 @@ impl Watch {
             }
             let what = pending.describe();
             // A failed cycle's change stays pending: the next one retries it.
-            match self.cycle(&sh, &pending) {
-                Ok(Some(line)) => {
-                    self.log(format_args!("==> watch: {what}: {line}"));
+            let done = self.cycle(&sh, &pending);
+            let built = self.built_dependencies.take();
+            match done {
+                Ok(line) => {
+                    if let Some(line) = line {
+                        self.log(format_args!("==> watch: {what}: {line}"));
+                    }
+                    if let Some(built) = built {
+                        self.dependencies = built;
+                    }
                     pending = Change::default();
                 }
-                Ok(None) => pending = Change::default(),
                 Err(Failed::Build(err)) => self.log(format_args!(
                     "==> watch: {what}: {err:#}; staging keeps serving the previous code"
                 )),
@@ -295,13 +305,15 @@ impl Watch {
     fn cycle(&mut self, sh: &Shell, change: &Change) -> Result<Option<String>, Failed> {
         let started = Instant::now();
         let workspace = Workspace::read(sh).map_err(Failed::Build)?;
+        // The dependencies are taken as built only once a cycle succeeds
+        // (see `run`), so a failed one rebuilds everything again next time.
         let mut dependencies_changed = false;
         if change.lock {
             let lock = std::fs::read_to_string(self.root.join("Cargo.lock"))
                 .map_err(|err| Failed::Build(err.into()))?;
             let now = locked_dependencies(&lock);
             dependencies_changed = now != self.dependencies;
-            self.dependencies = now;
+            self.built_dependencies = Some(now);
         }
         let mut functions = if change.workspace || dependencies_changed {
             workspace.functions.clone()
