@@ -1,5 +1,6 @@
 # One execution role for every function, allowed exactly what the code does:
-# the item actions of `lambdas/users/src/dynamo.rs` on the two users tables,
+# the item actions of `lambdas/users/src/dynamo.rs` on the two users tables
+# (every write there is a conditional UpdateItem; a delete writes a tombstone),
 # and writing to the functions' own log groups.
 data "aws_iam_policy_document" "assume" {
   statement {
@@ -20,7 +21,7 @@ resource "aws_iam_role" "this" {
 data "aws_iam_policy_document" "this" {
   statement {
     sid       = "UsersItems"
-    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
     resources = [for table in aws_dynamodb_table.users : table.arn]
   }
 

@@ -68,6 +68,38 @@ fn check_routes(dev: &Dev, stage: &str, id: &str) {
         json!({"id": id, "deleted": true})
     );
     dev.check("GET", &user, None, 404);
+    // A deleted user is missing to every write but a create, at any version.
+    dev.check(
+        "POST",
+        &user,
+        Some(r#"{"name": "Eve", "lock_version": 2}"#),
+        404,
+    );
+    dev.check("DELETE", &format!("{user}?lock_version=3"), None, 404);
+    // Created again, it starts above the deleted version, so a write with a
+    // version read before the delete is a 409, never a silent overwrite.
+    let recreated = dev.check("POST", &user, Some(r#"{"name": "Bea"}"#), 200);
+    let version = recreated["lock_version"].as_u64().unwrap();
+    assert!(
+        version > 2,
+        "re-created at a version the id had: {recreated}"
+    );
+    assert_eq!(
+        recreated,
+        json!({"id": id, "name": "Bea", "lock_version": version})
+    );
+    for stale in [1, 2] {
+        let body = format!(r#"{{"name": "Eve", "lock_version": {stale}}}"#);
+        let refused = dev.check("POST", &user, Some(&body), 409);
+        assert_eq!(refused["current_lock_version"], version);
+        let path = format!("{user}?lock_version={stale}");
+        let refused = dev.check("DELETE", &path, None, 409);
+        assert_eq!(refused["current_lock_version"], version);
+    }
+    assert_eq!(dev.check("GET", &user, None, 200), recreated);
+    let path = format!("{user}?lock_version={version}");
+    dev.check("DELETE", &path, None, 200);
+    dev.check("GET", &user, None, 404);
 
     // Statuses only the fixture answers, through the same patterns.
     for status in [400, 403, 404, 409, 500] {

@@ -6,11 +6,20 @@
 //! table configured for the request's stage.
 //!
 //! - `GET /user/{id}`: the user, or 404.
-//! - `POST /user/{id}` `{"name": "..."}`: creates the user at `lock_version`
-//!   1 (409 if it exists). With `"lock_version": N` it updates instead, only
-//!   if the stored version is still N (409 with the current version if not,
-//!   404 if there is no such user).
+//! - `POST /user/{id}` `{"name": "..."}`: creates the user (409 with its
+//!   version if it exists): at `lock_version` 1 for an id never seen, above
+//!   every earlier version for an id deleted before (see below). With
+//!   `"lock_version": N` it updates instead, only if the stored version is
+//!   still N (409 with the current version if not, 404 if there is no such
+//!   user).
 //! - `DELETE /user/{id}?lock_version=N`: deletes, with the same check.
+//!
+//! A version never repeats for an id (the [`UserStore`] contract): a delete
+//! keeps the id's last version in a tombstone, so a user created again
+//! after a delete starts above it and a client holding a version it read
+//! before the delete gets a 409, never a silent overwrite of the new user.
+//! A deleted id otherwise answers as one that never existed: 404 to a read,
+//! an update and a delete.
 
 pub mod dynamo;
 pub mod samples;
@@ -252,7 +261,8 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("user `{id}` not found"))
 }
 
-/// A conditional write on an existing user failed.
+/// A conditional write on an existing user failed: with no current version
+/// (no user: never created, or deleted) it is a 404.
 fn write_failed(id: &str, expected: u64, err: StoreError) -> ApiError {
     match err {
         StoreError::Conflict { current: None } => not_found(id),

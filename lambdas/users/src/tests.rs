@@ -16,6 +16,43 @@ async fn every_sample_event() {
     samples::check_all(|| async { memory_users() }).await;
 }
 
+/// A reads v1; B deletes it and creates it again; A's writes at 1 are 409s.
+#[tokio::test]
+async fn a_version_never_repeats_after_delete_and_recreate() {
+    samples::check_recreate_after_delete(&memory_users()).await;
+}
+
+/// A deleted user reads as missing and is refused by every write but a
+/// create, which goes on above the version it was deleted at.
+#[tokio::test]
+async fn a_tombstone_is_no_user() {
+    let store = MemoryStore::default();
+    let id = "grace001";
+    store.create("t", id, "Grace").await.unwrap();
+    store.update("t", id, "Grace Hopper", 1).await.unwrap();
+    store.delete("t", id, 2).await.unwrap();
+    assert_eq!(store.get("t", id).await.unwrap(), None);
+    // The tombstone is at 3: no write at 3 (or any version) takes it.
+    for version in [1, 2, 3, 4] {
+        assert!(matches!(
+            store.update("t", id, "Eve", version).await,
+            Err(StoreError::Conflict { current: None })
+        ));
+        assert!(matches!(
+            store.delete("t", id, version).await,
+            Err(StoreError::Conflict { current: None })
+        ));
+    }
+    assert_eq!(store.get("t", id).await.unwrap(), None);
+    let again = store.create("t", id, "Grace again").await.unwrap();
+    assert_eq!(again.lock_version, 4);
+    assert!(matches!(
+        store.create("t", id, "Imposter").await,
+        Err(StoreError::Conflict { current: Some(4) })
+    ));
+    assert_eq!(store.get("t", id).await.unwrap(), Some(again));
+}
+
 fn envelope(method: &str, id: &str, body: &str, query: &[(&str, &str)]) -> Envelope {
     Envelope {
         method: method.into(),

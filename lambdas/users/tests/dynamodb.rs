@@ -206,6 +206,145 @@ async fn stale_writes_are_conflicts_and_change_nothing() {
     assert_eq!(store.get(table, "nobody001").await.unwrap(), None);
 }
 
+/// A reads v1; B deletes it and creates it again; A's writes at 1 are 409s.
+#[tokio::test]
+async fn a_version_never_repeats_after_delete_and_recreate_against_dynamodb() {
+    samples::check_recreate_after_delete(&fresh_users().await).await;
+}
+
+/// A delete leaves the item as a tombstone (`deleted`, the next version, no
+/// name), which reads as missing and no write but a create takes.
+#[tokio::test]
+async fn delete_leaves_a_tombstone_that_reads_as_missing() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let Users { store, tables } = fresh_users().await;
+    let table = &tables.staging;
+    store.create(table, "grace001", "Grace").await.unwrap();
+    store
+        .update(table, "grace001", "Grace Hopper", 1)
+        .await
+        .unwrap();
+    store.delete(table, "grace001", 2).await.unwrap();
+
+    let raw = || async {
+        client()
+            .get_item()
+            .table_name(table)
+            .key("id", AttributeValue::S("grace001".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap()
+    };
+    let tombstone = raw().await;
+    assert_eq!(
+        tombstone,
+        [
+            ("id".to_owned(), AttributeValue::S("grace001".into())),
+            ("lock_version".to_owned(), AttributeValue::N("3".into())),
+            ("deleted".to_owned(), AttributeValue::Bool(true)),
+        ]
+        .into()
+    );
+    assert_eq!(store.get(table, "grace001").await.unwrap(), None);
+    for version in [1, 2, 3, 4] {
+        assert_eq!(
+            conflict(store.update(table, "grace001", "Eve", version).await),
+            None
+        );
+        assert_eq!(
+            conflict(store.delete(table, "grace001", version).await),
+            None
+        );
+    }
+    assert_eq!(raw().await, tombstone);
+
+    let again = store
+        .create(table, "grace001", "Grace again")
+        .await
+        .unwrap();
+    assert_eq!(again.lock_version, 4);
+    assert_eq!(
+        conflict(store.create(table, "grace001", "Imposter").await),
+        Some(4)
+    );
+    assert_eq!(store.get(table, "grace001").await.unwrap(), Some(again));
+    assert!(!raw().await.contains_key("deleted"));
+}
+
+/// A tombstone without a version cannot be created over (the new user would
+/// restart at 1), and a `deleted` that is not `true` is no user: both are
+/// backend errors (500s), never a version that repeats or a 404.
+#[tokio::test]
+async fn corrupt_tombstones_are_backend_errors() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let Users { store, tables } = fresh_users().await;
+    let table = &tables.staging;
+    let put = |id: &str, attributes: Vec<(&str, AttributeValue)>| {
+        let request = client()
+            .put_item()
+            .table_name(table)
+            .item("id", AttributeValue::S(id.into()));
+        let request = attributes
+            .into_iter()
+            .fold(request, |request, (name, value)| request.item(name, value));
+        async move { request.send().await.unwrap() }
+    };
+    put("noversion", vec![("deleted", AttributeValue::Bool(true))]).await;
+    assert!(matches!(
+        store.create(table, "noversion", "Grace").await,
+        Err(StoreError::Backend(_))
+    ));
+    put(
+        "oddflag1",
+        vec![
+            ("name", AttributeValue::S("Grace".into())),
+            ("lock_version", AttributeValue::N("2".into())),
+            ("deleted", AttributeValue::S("no".into())),
+        ],
+    )
+    .await;
+    assert!(matches!(
+        store.get(table, "oddflag1").await,
+        Err(StoreError::Backend(_))
+    ));
+}
+
+/// 8 creates racing for one tombstone: exactly one wins, above the deleted
+/// version, and the others conflict with the winner's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_creates_of_a_deleted_user_one_wins() {
+    let Users { store, tables } = fresh_users().await;
+    let table = tables.staging.clone();
+    store.create(&table, "grace001", "Grace").await.unwrap();
+    store.delete(&table, "grace001", 1).await.unwrap();
+
+    let creates = (0..8).map(|writer| {
+        let (store, table) = (store.clone(), table.clone());
+        tokio::spawn(async move {
+            store
+                .create(&table, "grace001", &format!("writer {writer}"))
+                .await
+        })
+    });
+    let mut won = Vec::new();
+    for create in creates.collect::<Vec<_>>() {
+        match create.await.unwrap() {
+            Ok(user) => won.push(user),
+            Err(StoreError::Conflict { current }) => assert_eq!(current, Some(3)),
+            Err(err) => panic!("{err}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    assert_eq!(won[0].lock_version, 3);
+    assert_eq!(
+        store.get(&table, "grace001").await.unwrap(),
+        Some(won.remove(0))
+    );
+}
+
 /// 8 writers x 25 read-modify-write increments of one counter (kept in the
 /// user's name), each retrying on conflict: no increment is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
