@@ -23,12 +23,12 @@ locals {
   unmatched_error_body    = "{\"message\": \"the function failed without an API error: see its logs\", \"request_id\": \"$context.requestId\"}"
 
   responses = merge(
-    { "200" = { pattern = null, template = null } },
+    { "200" = { pattern = null, templates = null } },
     { for status in local.error_statuses : status => {
-      pattern  = "${status}: .*"
-      template = "$input.path('$.errorMessage').substring(5)"
+      pattern   = "${status}: .*"
+      templates = { "application/json" = "$input.path('$.errorMessage').substring(5)" }
     } },
-    { "502" = { pattern = local.unmatched_error_pattern, template = local.unmatched_error_body } },
+    { "502" = { pattern = local.unmatched_error_pattern, templates = { "application/json" = local.unmatched_error_body } } },
   )
 
   # The one request template every integration uses; the functions parse it
@@ -76,21 +76,56 @@ locals {
     }
   ]...)
 
-  # What a deployment snapshots. Staging redeploys when this changes; it is
-  # the API revision a verify receipt records and `publish` pins for prod.
+  # Every argument of the API's resources, methods and integrations (the
+  # resources below take each one from here; a tidy test keeps them from
+  # setting any other), so the revision covers all of it.
+  api = {
+    name           = var.name
+    description    = "Rust Lambda functions behind staging and prod stages."
+    endpoint_types = ["REGIONAL"]
+  }
+  method = {
+    authorization    = "NONE"
+    api_key_required = false
+  }
+  integration = {
+    type                    = "AWS"
+    integration_http_method = "POST"
+    # `%s` is the function's ARN: the stage variable `stage` picks its alias
+    # of the same name.
+    uri                  = "%s:$${stageVariables.stage}/invocations"
+    request_templates    = { "application/json" = local.request_template }
+    passthrough_behavior = "NEVER"
+    timeout_milliseconds = 29000
+  }
+  methods = { for key, route in local.route : key => merge(local.method, {
+    path   = route.path
+    method = route.method
+  }) }
+  integrations = { for key, route in local.route : key => merge(local.integration, {
+    function      = route.function
+    function_name = "${var.name}-${route.function}"
+  }) }
+
+  # What a deployment snapshots: every input above, from the configuration
+  # (never from attributes read back). Staging redeploys when this changes;
+  # it is the API revision a verify receipt records and `publish` pins for
+  # prod.
   api_revision = sha256(jsonencode({
-    routes           = { for key, function in local.routes : key => "${var.name}-${function}" }
-    responses        = local.responses
-    request_template = local.request_template
+    api          = local.api
+    paths        = local.paths
+    methods      = local.methods
+    integrations = local.integrations
+    responses    = local.route_responses
   }))
 }
 
 resource "aws_api_gateway_rest_api" "this" {
-  name        = var.name
-  description = "Rust Lambda functions behind staging and prod stages."
+  name        = local.api.name
+  description = local.api.description
 
   endpoint_configuration {
-    types = ["REGIONAL"]
+    types = local.api.endpoint_types
   }
 
   lifecycle {
@@ -126,26 +161,27 @@ resource "aws_api_gateway_resource" "depth3" {
 }
 
 resource "aws_api_gateway_method" "this" {
-  for_each = local.route
+  for_each = local.methods
 
-  rest_api_id   = aws_api_gateway_rest_api.this.id
-  resource_id   = local.resource_ids[each.value.path]
-  http_method   = each.value.method
-  authorization = "NONE"
+  rest_api_id      = aws_api_gateway_rest_api.this.id
+  resource_id      = local.resource_ids[each.value.path]
+  http_method      = each.value.method
+  authorization    = each.value.authorization
+  api_key_required = each.value.api_key_required
 }
 
 resource "aws_api_gateway_integration" "this" {
-  for_each = local.route
+  for_each = local.integrations
 
   rest_api_id             = aws_api_gateway_rest_api.this.id
   resource_id             = aws_api_gateway_method.this[each.key].resource_id
   http_method             = aws_api_gateway_method.this[each.key].http_method
-  type                    = "AWS"
-  integration_http_method = "POST"
-  # The stage variable `stage` picks the function's alias of the same name.
-  uri                  = "${trimsuffix(aws_lambda_function.this[each.value.function].invoke_arn, "/invocations")}:$${stageVariables.stage}/invocations"
-  request_templates    = { "application/json" = local.request_template }
-  passthrough_behavior = "NEVER"
+  type                    = each.value.type
+  integration_http_method = each.value.integration_http_method
+  uri                     = format(each.value.uri, trimsuffix(aws_lambda_function.this[each.value.function].invoke_arn, "/invocations"))
+  request_templates       = each.value.request_templates
+  passthrough_behavior    = each.value.passthrough_behavior
+  timeout_milliseconds    = each.value.timeout_milliseconds
 }
 
 resource "aws_api_gateway_method_response" "this" {
@@ -165,7 +201,7 @@ resource "aws_api_gateway_integration_response" "this" {
   http_method        = aws_api_gateway_integration.this[each.value.route].http_method
   status_code        = aws_api_gateway_method_response.this[each.key].status_code
   selection_pattern  = each.value.pattern
-  response_templates = each.value.template == null ? null : { "application/json" = each.value.template }
+  response_templates = each.value.templates
 }
 
 # A deployment is a snapshot of the API. Staging's follows the configuration;
@@ -183,7 +219,7 @@ resource "aws_api_gateway_deployment" "staging" {
     create_before_destroy = true
   }
 
-  depends_on = [aws_api_gateway_integration.this, aws_api_gateway_integration_response.this]
+  depends_on = [aws_api_gateway_method.this, aws_api_gateway_integration.this, aws_api_gateway_method_response.this, aws_api_gateway_integration_response.this]
 }
 
 resource "aws_api_gateway_deployment" "prod" {
@@ -198,7 +234,7 @@ resource "aws_api_gateway_deployment" "prod" {
     create_before_destroy = true
   }
 
-  depends_on = [aws_api_gateway_integration.this, aws_api_gateway_integration_response.this]
+  depends_on = [aws_api_gateway_method.this, aws_api_gateway_integration.this, aws_api_gateway_method_response.this, aws_api_gateway_integration_response.this]
 }
 
 locals {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use xshell::Shell;
 
-use super::{World, short_hash, short_revision};
+use super::{Release, World, short_hash, short_revision};
 use crate::LocalDir;
 use crate::artifact::Manifest;
 use crate::terraform::{TargetArgs, Terraform};
@@ -113,6 +113,8 @@ pub fn make(
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub changes: Vec<Change>,
+    /// Each output's planned value (`output_changes`' `after`).
+    pub outputs: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +131,8 @@ pub struct Change {
     pub actions: Vec<String>,
     pub before: Value,
     pub after: Value,
+    /// Which attributes of `after` are known only after the apply.
+    pub after_unknown: Value,
 }
 
 impl Change {
@@ -176,9 +180,16 @@ impl Plan {
                 actions,
                 before: change["change"]["before"].clone(),
                 after: change["change"]["after"].clone(),
+                after_unknown: change["change"]["after_unknown"].clone(),
             });
         }
-        Ok(Plan { changes })
+        let outputs = shown["output_changes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, change)| (name.clone(), change["after"].clone()))
+            .collect();
+        Ok(Plan { changes, outputs })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -402,9 +413,26 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-/// The plan of a new pin, refused unless it only moves prod; `World`
-/// supplies Terraform and where the files go.
-pub fn check_promotion(plan: &Plan, world: &World) -> Result<()> {
+/// The plan of a new pin, refused unless it only moves prod, and only to
+/// `candidate`: what it changes (addresses, [`Plan::outside_prod`]) and
+/// the values it sets ([`Plan::promotion_mismatches`]); `World` supplies
+/// the names applied and the flag for messages.
+pub fn check_promotion(plan: &Plan, world: &World, candidate: &Release) -> Result<()> {
+    let mismatches = plan.promotion_mismatches(
+        candidate,
+        &world.applied.function_names,
+        &world.applied.api_id,
+    );
+    if !mismatches.is_empty() {
+        bail!(
+            "the plan would not move prod to exactly the candidate pin, so nothing was pinned or \
+             applied:\n  {}\nThat is a change to terraform/ not applied yet, or a change since \
+             verify: `cargo xtask plan{flag}` shows it. Apply it (`cargo xtask apply{flag}`), \
+             verify staging (`cargo xtask verify{flag}`), then publish.",
+            mismatches.join("\n  "),
+            flag = world.flag()
+        );
+    }
     let outside: Vec<String> = plan
         .outside_prod()
         .iter()
@@ -429,6 +457,185 @@ pub fn check_promotion(plan: &Plan, world: &World) -> Result<()> {
         outside.join("\n  "),
         flag = world.flag()
     )
+}
+
+impl Plan {
+    /// Where the changes a promotion may make (prod's aliases, their
+    /// permissions, prod's deployment and stage) do something other than
+    /// move prod to `candidate` (empty: they do exactly that).
+    /// `functions` maps manifest names to the Lambda names applied.
+    ///
+    /// - Each prod alias is set to the candidate's version of its function,
+    ///   with no routing configuration, or removed when the candidate pins
+    ///   none.
+    /// - A permission lets API Gateway invoke the prod alias, nothing else.
+    /// - A new prod deployment is of the candidate's API revision, and the
+    ///   API as this plan leaves it (the `api_revision` output, computed
+    ///   from the configuration) is at that revision too: a deployment
+    ///   snapshots the API as it is when it is made.
+    /// - The prod stage's update changes its deployment and nothing else.
+    pub fn promotion_mismatches(
+        &self,
+        candidate: &Release,
+        functions: &BTreeMap<String, String>,
+        api_id: &str,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        let text = |value: &Value| match value {
+            Value::String(text) => format!("{text:?}"),
+            Value::Null => "none".to_owned(),
+            other => other.to_string(),
+        };
+        let creates = |change: &Change| change.actions.iter().any(|action| action == "create");
+        for change in &self.changes {
+            let key = change.key.as_deref().unwrap_or_default();
+            let after = &change.after;
+            let expect = |found: &mut Vec<String>, field: &str, wanted: &Value| {
+                if &after[field] != wanted {
+                    found.push(format!(
+                        "{}: {field} {}, the promotion sets {}",
+                        change.address,
+                        text(&after[field]),
+                        text(wanted)
+                    ));
+                }
+            };
+            if change.is("aws_lambda_alias", "prod") {
+                match candidate.functions.get(key) {
+                    Some(version) if creates(change) || change.actions == ["update"] => {
+                        expect(
+                            &mut found,
+                            "function_version",
+                            &Value::from(version.as_str()),
+                        );
+                        expect(&mut found, "name", &Value::from("prod"));
+                        let name = functions.get(key).map(String::as_str).unwrap_or(key);
+                        expect(&mut found, "function_name", &Value::from(name));
+                        let routing = &after["routing_config"];
+                        let unrouted = routing.is_null()
+                            || routing.as_array().is_some_and(|configs| {
+                                configs.iter().all(|config| {
+                                    config["additional_version_weights"]
+                                        .as_object()
+                                        .is_none_or(|weights| weights.is_empty())
+                                })
+                            });
+                        if !unrouted {
+                            found.push(format!(
+                                "{}: routing_config {routing}, the promotion routes all of prod \
+                                 to version {version}",
+                                change.address
+                            ));
+                        }
+                    }
+                    Some(version) => found.push(format!(
+                        "{}: {}, but the candidate pins version {version}",
+                        change.address,
+                        change.actions.join(", ")
+                    )),
+                    None if change.actions == ["delete"] => {}
+                    None => found.push(format!(
+                        "{}: {}, but the candidate pins no version of {key}",
+                        change.address,
+                        change.actions.join(", ")
+                    )),
+                }
+            } else if change.is("aws_lambda_permission", "this") && key.ends_with(":prod") {
+                let function = key.trim_end_matches(":prod");
+                if !creates(change) && change.actions != ["update"] {
+                    if candidate.functions.contains_key(function) {
+                        found.push(format!(
+                            "{}: {}, but prod serves {function}",
+                            change.address,
+                            change.actions.join(", ")
+                        ));
+                    }
+                    continue;
+                }
+                expect(&mut found, "qualifier", &Value::from("prod"));
+                expect(&mut found, "action", &Value::from("lambda:InvokeFunction"));
+                expect(
+                    &mut found,
+                    "principal",
+                    &Value::from("apigateway.amazonaws.com"),
+                );
+                let name = functions.get(function).map(String::as_str);
+                expect(
+                    &mut found,
+                    "function_name",
+                    &Value::from(name.unwrap_or(function)),
+                );
+                let source = after["source_arn"].as_str().unwrap_or_default();
+                if !source.ends_with("/prod/*/*") {
+                    found.push(format!(
+                        "{}: source_arn {source:?}, the promotion lets only the prod stage invoke",
+                        change.address
+                    ));
+                }
+            } else if change.is("aws_api_gateway_deployment", "prod") {
+                if !creates(change) {
+                    found.push(format!(
+                        "{}: {} (prod must keep a deployment)",
+                        change.address,
+                        change.actions.join(", ")
+                    ));
+                    continue;
+                }
+                let revision = &after["triggers"]["revision"];
+                if revision.as_str() != Some(candidate.api_revision.as_str()) {
+                    found.push(format!(
+                        "{}: deploys API revision {}, the candidate pins {}",
+                        change.address,
+                        text(revision),
+                        text(&Value::from(candidate.api_revision.as_str()))
+                    ));
+                }
+                expect(&mut found, "rest_api_id", &Value::from(api_id));
+                let applied = self.outputs.get("api_revision").unwrap_or(&Value::Null);
+                if applied.as_str() != Some(candidate.api_revision.as_str()) {
+                    found.push(format!(
+                        "{}: snapshots the API at revision {} (what terraform/ configures now), \
+                         but the candidate pins {}: the API changed since verify",
+                        change.address,
+                        applied
+                            .as_str()
+                            .map(|revision| short_revision(revision).to_owned())
+                            .unwrap_or_else(|| text(applied)),
+                        short_revision(&candidate.api_revision)
+                    ));
+                }
+            } else if change.is("aws_api_gateway_stage", "this")
+                && key == "prod"
+                && change.actions == ["update"]
+            {
+                let fields: std::collections::BTreeSet<&String> = change
+                    .before
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .chain(after.as_object().into_iter().flatten())
+                    .map(|(field, _)| field)
+                    .collect();
+                for field in fields {
+                    let unknown = change.after_unknown[field] == Value::Bool(true);
+                    let differs = unknown || change.before[field] != after[field];
+                    if differs && field != "deployment_id" {
+                        found.push(format!(
+                            "{}: {field} {} -> {}, the promotion changes only its deployment",
+                            change.address,
+                            text(&change.before[field]),
+                            if unknown {
+                                "(known after apply)".to_owned()
+                            } else {
+                                text(&after[field])
+                            }
+                        ));
+                    }
+                }
+            }
+        }
+        found
+    }
 }
 
 #[cfg(test)]
@@ -529,6 +736,114 @@ mod tests {
             .map(|c| c.address.as_str())
             .collect();
         assert_eq!(outside.len(), 6, "{outside:?}");
+    }
+
+    /// A promotion to `{status: 2, users: 1}` at revision `rev2`, with
+    /// `edit` applied to its plan JSON first; what the check finds.
+    fn mismatches(edit: impl FnOnce(&mut Value)) -> Vec<String> {
+        let alias = |function: &str, version: &str| {
+            json!({"name": "prod", "function_name": format!("rust-lambda-api-{function}"),
+                   "function_version": version, "routing_config": []})
+        };
+        let mut shown = json!({
+            "resource_changes": [
+                change(r#"aws_lambda_alias.prod["status"]"#, &["update"],
+                       alias("status", "1"), alias("status", "2")),
+                change(r#"aws_lambda_alias.prod["users"]"#, &["create"], Value::Null,
+                       alias("users", "1")),
+                change(r#"aws_lambda_permission.this["users:prod"]"#, &["create"], Value::Null,
+                       json!({"qualifier": "prod", "action": "lambda:InvokeFunction",
+                              "principal": "apigateway.amazonaws.com",
+                              "function_name": "rust-lambda-api-users",
+                              "source_arn": "arn:aws:execute-api:us-east-1:1:api/prod/*/*"})),
+                change("aws_api_gateway_deployment.prod", &["create", "delete"],
+                       json!({"triggers": {"revision": "rev1"}, "rest_api_id": "api"}),
+                       json!({"triggers": {"revision": "rev2"}, "rest_api_id": "api"})),
+                change(r#"aws_api_gateway_stage.this["prod"]"#, &["update"],
+                       json!({"deployment_id": "d1", "variables": {"stage": "prod"}}),
+                       json!({"variables": {"stage": "prod"}})),
+            ],
+            "output_changes": {"api_revision": {"actions": ["no-op"], "after": "rev2"}},
+        });
+        shown["resource_changes"][4]["change"]["after_unknown"] = json!({"deployment_id": true});
+        edit(&mut shown);
+        let candidate = Release {
+            release: 2,
+            note: String::new(),
+            functions: BTreeMap::from([
+                ("status".to_owned(), "2".to_owned()),
+                ("users".to_owned(), "1".to_owned()),
+            ]),
+            api_revision: "rev2".to_owned(),
+        };
+        let functions = ["status", "users"]
+            .map(|f| (f.to_owned(), format!("rust-lambda-api-{f}")))
+            .into();
+        let plan = Plan::from_json(&shown).unwrap();
+        assert!(plan.outside_prod().is_empty());
+        plan.promotion_mismatches(&candidate, &functions, "api")
+    }
+
+    #[test]
+    fn a_promotion_sets_exactly_the_candidate_pin() {
+        assert_eq!(mismatches(|_| {}), Vec::<String>::new());
+        fn after(at: usize) -> String {
+            format!("/resource_changes/{at}/change/after")
+        }
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(0)).unwrap()["function_version"] = json!("$LATEST")
+                }),
+                r#"aws_lambda_alias.prod["status"]: function_version "$LATEST", the promotion sets "2""#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(0)).unwrap()["routing_config"] =
+                        json!([{"additional_version_weights": {"1": 0.5}}])
+                }),
+                r#"aws_lambda_alias.prod["status"]: routing_config"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown["resource_changes"][1]["change"]["actions"] = json!(["delete"]);
+                }),
+                r#"aws_lambda_alias.prod["users"]: delete, but the candidate pins version 1"#,
+            ),
+            (
+                Box::new(|shown| shown.pointer_mut(&after(2)).unwrap()["principal"] = json!("*")),
+                r#"aws_lambda_permission.this["users:prod"]: principal "*""#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(2)).unwrap()["source_arn"] =
+                        json!("arn:aws:execute-api:us-east-1:1:api/*/*/*")
+                }),
+                r#"aws_lambda_permission.this["users:prod"]: source_arn"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(3)).unwrap()["triggers"]["revision"] = json!("rev3")
+                }),
+                r#"aws_api_gateway_deployment.prod: deploys API revision "rev3", the candidate pins "rev2""#,
+            ),
+            (
+                Box::new(|shown| shown["output_changes"]["api_revision"]["after"] = json!("rev3")),
+                "aws_api_gateway_deployment.prod: snapshots the API at revision rev3",
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(4)).unwrap()["variables"] = json!({"stage": "staging"})
+                }),
+                r#"aws_api_gateway_stage.this["prod"]: variables {"stage":"prod"} -> {"stage":"staging"}"#,
+            ),
+        ];
+        for (edit, expected) in cases {
+            let found = mismatches(edit);
+            assert_eq!(found.len(), 1, "{expected}: {found:?}");
+            assert!(found[0].starts_with(expected), "{expected}: {found:?}");
+        }
     }
 
     #[test]

@@ -362,7 +362,7 @@ fn promote(
         &scratch.join("promote.tfplan"),
         Some(&candidate_file),
     )?;
-    plan::check_promotion(&plan, world)?;
+    plan::check_promotion(&plan, world, candidate)?;
     // On the runtime the world's SDK clients were made on.
     let prod = runtime.block_on(world.stage("prod"))?;
     print!("{}", summary(&plan, &prod, &pinned, candidate));
