@@ -15,7 +15,11 @@ use crate::LocalDir;
 use crate::host::{FunctionVersion, Host, Limits, Log};
 
 /// SHA-256 (hex) of what a Lambda version snapshots besides its code:
-/// runtime, handler, role, memory, timeout, architectures, environment. A
+/// runtime, handler, role, memory, timeout, architectures, environment,
+/// layers, VPC, ephemeral storage, SnapStart, tracing, dead-letter target,
+/// KMS key, file systems, image configuration, logging and package type
+/// (not the description, which a version sets for itself, nor what only
+/// says how far along it is: state, SnapStart's optimisation status). A
 /// macro because the SDK has a type per operation with the same accessors
 /// (`GetFunctionConfigurationOutput`, `FunctionConfiguration`,
 /// `PublishVersionOutput`).
@@ -28,19 +32,52 @@ macro_rules! configuration_digest {
             .map(|variables| variables.iter().collect())
             .unwrap_or_default();
         let key = format!(
-            "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} \
+             {:?}",
             config.runtime(),
             config.handler(),
             config.role(),
             config.memory_size(),
             config.timeout(),
             config.architectures(),
-            environment
+            environment,
+            config.layers(),
+            config.vpc_config(),
+            config.ephemeral_storage(),
+            config.snap_start().map(|snap_start| snap_start.apply_on()),
+            config.tracing_config(),
+            config.dead_letter_config(),
+            config.kms_key_arn(),
+            config.file_system_configs(),
+            config.image_config_response(),
+            config.logging_config(),
+            config.package_type(),
         );
         crate::artifact::sha256(key.as_bytes()).hex
     }};
 }
 pub(crate) use configuration_digest;
+
+/// A function's `State` and `LastUpdateStatus`, as `Active/Successful`
+/// (`-` for one not reported).
+pub fn readiness(
+    state: Option<&aws_sdk_lambda::types::State>,
+    last_update: Option<&aws_sdk_lambda::types::LastUpdateStatus>,
+) -> String {
+    format!(
+        "{}/{}",
+        state.map(|state| state.as_str()).unwrap_or("-"),
+        last_update.map(|status| status.as_str()).unwrap_or("-")
+    )
+}
+
+/// Whether a function in `readiness` runs the code and configuration it
+/// reports: `Active`, and its last update (if any since its creation)
+/// `Successful`. While an update is `InProgress`, `GetFunctionConfiguration`
+/// already reports the new `CodeSha256` and invocations still run the old.
+pub fn is_ready(readiness: &str) -> bool {
+    matches!(readiness, "Active/Successful" | "Active/-")
+}
 
 /// Terraform's outputs for the local stack, and where its artifacts are.
 #[derive(Debug, Clone)]
@@ -239,6 +276,7 @@ impl Aws {
             _ => arn,
         };
         let region = arn.split(':').nth(3).unwrap_or_default().to_owned();
+        let state = readiness(config.state(), config.last_update_status());
         Ok(Some(FunctionVersion {
             name: config
                 .function_name
@@ -256,7 +294,8 @@ impl Aws {
                 .map(|variables| variables.into_iter().collect())
                 .unwrap_or_default(),
             region,
-            description: config.description.unwrap_or_default(),
+            description: config.description.clone().unwrap_or_default(),
+            state,
             reserved_concurrency: None,
         }))
     }
@@ -347,5 +386,131 @@ impl LocalStack {
             log,
             limits,
         )
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use aws_sdk_lambda::types::{
+        DeadLetterConfig, EnvironmentResponse, EphemeralStorage, FileSystemConfig,
+        FunctionConfiguration, Layer, LoggingConfig, PackageType, Runtime, SnapStartApplyOn,
+        SnapStartResponse, TracingConfigResponse, TracingMode, VpcConfigResponse,
+    };
+
+    /// Every field a published version snapshots moves the digest; what a
+    /// version sets for itself or only reports does not.
+    #[test]
+    fn the_configuration_digest_covers_what_a_version_snapshots() {
+        let base = || {
+            FunctionConfiguration::builder()
+                .runtime(Runtime::Providedal2023)
+                .handler("bootstrap")
+                .role("arn:aws:iam::1:role/r")
+                .memory_size(128)
+                .timeout(10)
+        };
+        let digest = |config: FunctionConfiguration| configuration_digest!(&config);
+        let reference = digest(base().build());
+        let changed: Vec<(&str, FunctionConfiguration)> = vec![
+            ("runtime", base().runtime(Runtime::Providedal2).build()),
+            ("handler", base().handler("other").build()),
+            ("role", base().role("arn:aws:iam::1:role/other").build()),
+            ("memory", base().memory_size(256).build()),
+            ("timeout", base().timeout(11).build()),
+            (
+                "architectures",
+                base()
+                    .architectures(aws_sdk_lambda::types::Architecture::Arm64)
+                    .build(),
+            ),
+            (
+                "environment",
+                base()
+                    .environment(EnvironmentResponse::builder().variables("A", "1").build())
+                    .build(),
+            ),
+            (
+                "layers",
+                base()
+                    .layers(Layer::builder().arn("arn:aws:lambda:l:1").build())
+                    .build(),
+            ),
+            (
+                "vpc",
+                base()
+                    .vpc_config(VpcConfigResponse::builder().subnet_ids("s-1").build())
+                    .build(),
+            ),
+            (
+                "ephemeral storage",
+                base()
+                    .ephemeral_storage(EphemeralStorage::builder().size(1024).build().unwrap())
+                    .build(),
+            ),
+            (
+                "snapstart",
+                base()
+                    .snap_start(
+                        SnapStartResponse::builder()
+                            .apply_on(SnapStartApplyOn::PublishedVersions)
+                            .build(),
+                    )
+                    .build(),
+            ),
+            (
+                "tracing",
+                base()
+                    .tracing_config(
+                        TracingConfigResponse::builder()
+                            .mode(TracingMode::Active)
+                            .build(),
+                    )
+                    .build(),
+            ),
+            (
+                "dead letters",
+                base()
+                    .dead_letter_config(DeadLetterConfig::builder().target_arn("arn:q").build())
+                    .build(),
+            ),
+            ("kms", base().kms_key_arn("arn:k").build()),
+            (
+                "file systems",
+                base()
+                    .file_system_configs(
+                        FileSystemConfig::builder()
+                            .arn("arn:fs")
+                            .local_mount_path("/mnt/x")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            ),
+            (
+                "logging",
+                base()
+                    .logging_config(LoggingConfig::builder().log_group("g").build())
+                    .build(),
+            ),
+            (
+                "package type",
+                base().package_type(PackageType::Image).build(),
+            ),
+        ];
+        let mut seen = std::collections::BTreeSet::from([reference.clone()]);
+        for (field, config) in changed {
+            assert!(
+                seen.insert(digest(config)),
+                "{field} does not move the digest"
+            );
+        }
+        // A version's own description and its progress are not configuration.
+        let own = base()
+            .description("verified CodeSha256 x")
+            .version("3")
+            .state(aws_sdk_lambda::types::State::Pending)
+            .last_update_status(aws_sdk_lambda::types::LastUpdateStatus::InProgress)
+            .build();
+        assert_eq!(digest(own), reference);
     }
 }

@@ -63,6 +63,8 @@ pub struct FunctionVersion {
     pub region: String,
     /// The version's description: a `dev --watch` build says so there.
     pub description: String,
+    /// Its `State` and `LastUpdateStatus` (`live::readiness`).
+    pub state: String,
     /// The function's reserved concurrency (`GetFunctionConcurrency`): at
     /// most this many executions of the function, all versions together,
     /// at once. `None`: it shares the unreserved concurrency.
@@ -896,6 +898,7 @@ mod tests {
             ]),
             region: "eu-west-1".into(),
             description: String::new(),
+            state: "Active/Successful".into(),
             reserved_concurrency: None,
         }
     }

@@ -122,6 +122,7 @@ impl World {
                     code_sha256: version.code_sha256,
                     configuration: version.configuration,
                     description: version.description,
+                    state: version.state,
                 });
             functions.insert(function.clone(), running);
         }
@@ -214,6 +215,10 @@ pub struct Running {
     /// The version's description (a watch build says so there).
     #[serde(default)]
     pub description: String,
+    /// Its `State` and `LastUpdateStatus` (`live::readiness`): whether it
+    /// runs this code yet.
+    #[serde(default)]
+    pub state: String,
 }
 
 /// A version number as a number (`$LATEST` and anything else: 0).

@@ -278,6 +278,14 @@ async fn version_for(
             again()
         );
     }
+    let state = crate::live::readiness(latest.state(), latest.last_update_status());
+    if !crate::live::is_ready(&state) {
+        bail!(
+            "{function}: $LATEST is {state} (State/LastUpdateStatus), not Active/Successful: it \
+             does not run what it reports yet; wait for the update to finish, then {}",
+            again()
+        );
+    }
     let snapshots_it = |version: &aws_sdk_lambda::types::FunctionConfiguration| {
         version.code_sha256() == Some(verified.code_sha256.as_str())
             && configuration_digest!(version) == verified.configuration

@@ -180,6 +180,7 @@ mod tests {
                 code_sha256: String::new(),
                 configuration: String::new(),
                 description: String::new(),
+                state: "Active/Successful".to_owned(),
             })
         };
         let mut prod = StageRuns {

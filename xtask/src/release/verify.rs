@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -123,7 +124,9 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
     let world = World::open(sh, local, &args.target).await?;
     let run = smoke::run_id();
     let cases = smoke::load(&run)?;
-    let before = world.stage("staging").await?;
+    // A function whose update is still in progress reports the new code and
+    // runs the old: wait (bounded) until every one runs what it reports.
+    let before = wait_ready(|| world.stage("staging"), READY_BOUND, READY_POLL).await?;
     let staged: BTreeMap<String, Running> = before
         .functions
         .iter()
@@ -189,6 +192,11 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
     };
     let manifest = crate::artifact::read_manifest(&manifest_dir.join("manifest.json"))?;
     problems.extend(unreleased(&staged, manifest.as_ref(), !world.terraform.aws));
+    problems.extend(
+        not_ready(&after)
+            .into_iter()
+            .map(|function| format!("{function} after the cases ran: verify again")),
+    );
     if after != before {
         problems.push("staging changed while the cases ran (an apply?): verify again".to_owned());
     }
@@ -243,6 +251,63 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
         world.flag()
     );
     Ok(())
+}
+
+/// How long verify waits for staging's functions to finish an update.
+const READY_BOUND: Duration = Duration::from_secs(120);
+const READY_POLL: Duration = Duration::from_secs(2);
+
+/// The functions of `stage` that do not run what they report yet
+/// (`live::is_ready`), each with its state.
+fn not_ready(stage: &StageRuns) -> Vec<String> {
+    stage
+        .functions
+        .iter()
+        .filter_map(|(function, running)| {
+            let running = running.as_ref()?;
+            (!crate::live::is_ready(&running.state)).then(|| {
+                format!(
+                    "{function}: State/LastUpdateStatus {}, not Active/Successful",
+                    running.state
+                )
+            })
+        })
+        .collect()
+}
+
+/// Reads the stage with `read` until every function is ready, for at most
+/// `bound` (polling every `every`); refuses after that.
+async fn wait_ready<F, Fut>(mut read: F, bound: Duration, every: Duration) -> Result<StageRuns>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<StageRuns>>,
+{
+    let deadline = std::time::Instant::now() + bound;
+    let mut said = false;
+    loop {
+        let stage = read().await?;
+        let waiting = not_ready(&stage);
+        if waiting.is_empty() {
+            return Ok(stage);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "staging does not run what it reports yet, after {}s of waiting, so nothing was \
+                 verified:\n  {}\nAn update still in progress: verify again later; one that \
+                 failed (its LastUpdateStatusReason says why): fix it and apply again.",
+                bound.as_secs(),
+                waiting.join("\n  ")
+            );
+        }
+        if !said {
+            eprintln!(
+                "==> waiting for staging to finish updating: {}",
+                waiting.join("; ")
+            );
+            said = true;
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// How a function says it runs a watch build: its description, as
@@ -344,6 +409,7 @@ mod tests {
             code_sha256: hash.to_owned(),
             configuration: "config".to_owned(),
             description: String::new(),
+            state: "Active/Successful".to_owned(),
         }
     }
 
@@ -471,6 +537,60 @@ mod tests {
         let problems = unreleased(&marked, None, false);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("a watch build"), "{problems:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_waits_for_an_update_in_progress_and_refuses_one_that_never_ends() {
+        let at = |state: &str| {
+            let mut stage = staging(Some("aaaa"), "rev1");
+            if let Some(Some(status)) = stage.functions.get_mut("status") {
+                status.state = state.to_owned();
+            }
+            stage
+        };
+        // Ready at once, or once the update is done.
+        for ready in ["Active/Successful", "Active/-"] {
+            let stage = wait_ready(|| async { Ok(at(ready)) }, Duration::ZERO, Duration::ZERO)
+                .await
+                .unwrap();
+            assert!(not_ready(&stage).is_empty());
+        }
+        let mut states = vec!["Active/Successful", "Active/InProgress", "Pending/-"];
+        let stage = wait_ready(
+            || {
+                let state = states.pop().unwrap();
+                async move { Ok(at(state)) }
+            },
+            Duration::from_secs(60),
+            Duration::from_millis(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stage, at("Active/Successful"));
+        assert!(states.is_empty(), "it read until ready, and no more");
+        // Never ready (in progress, failed, inactive): refused, naming it.
+        for never in [
+            "Active/InProgress",
+            "Active/Failed",
+            "Inactive/Successful",
+            "Pending/-",
+        ] {
+            let err = wait_ready(
+                || async { Ok(at(never)) },
+                Duration::from_millis(20),
+                Duration::from_millis(1),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(&format!(
+                    "status: State/LastUpdateStatus {never}, not Active/Successful"
+                )),
+                "{err}"
+            );
+            assert!(err.contains("nothing was verified"), "{err}");
+        }
     }
 
     #[test]
