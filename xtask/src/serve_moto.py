@@ -20,5 +20,33 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 host, port = sys.argv[1], int(sys.argv[2])
 if "--exit-with-stdin" in sys.argv[3:]:
     threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+
+# What moto leaves out and AWS does, supplied here.
+#
+# PublishVersion with a CodeSha256 publishes only if $LATEST holds that code
+# (moto ignores the parameter); `cargo xtask publish` relies on it to never
+# snapshot code other than the verified.
+from urllib.parse import unquote
+
+from moto.awslambda.exceptions import InvalidParameterValueException
+from moto.awslambda.responses import LambdaResponse
+
+_publish_version = LambdaResponse.publish_version
+
+
+def publish_version(self):
+    expected = self._get_param("CodeSha256")
+    if expected:
+        latest = self.backend.get_function(unquote(self.path.split("/")[-2]))
+        if latest.code_sha_256 != expected:
+            raise InvalidParameterValueException(
+                f"CodeSHA256 ({expected}) is different from current CodeSHA256 in $LATEST "
+                f"({latest.code_sha_256}). Please try again with the CodeSHA256 in $LATEST."
+            )
+    return _publish_version(self)
+
+
+LambdaResponse.publish_version = publish_version
+
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False)

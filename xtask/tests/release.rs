@@ -163,6 +163,72 @@ fn set_prod_alias(stack: &Stack, function: &str, version: &str) {
     });
 }
 
+/// `cargo xtask publish`, paused just before its PublishVersion of `status`
+/// (the test seam `XTASK_TEST_PAUSE_BEFORE_PUBLISH`) while `change` runs:
+/// so the change lands after every check publish makes first. Its exit
+/// code and stderr.
+fn publish_while(stack: &Stack, change: impl FnOnce()) -> (Option<i32>, String) {
+    let pause = stack.local.join("pause");
+    let _ = std::fs::remove_dir_all(&pause);
+    std::fs::create_dir_all(&pause).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("publish")
+        .env("XTASK_LOCAL_DIR", &stack.local)
+        .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
+        .env("XTASK_TEST_PAUSE_BEFORE_PUBLISH", &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while !pause.join("rust-lambda-api-status.ready").exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "publish ended ({status}) before publishing status:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "publish never paused");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    change();
+    std::fs::write(pause.join("rust-lambda-api-status.go"), b"").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    eprintln!("$ cargo xtask publish (paused)\n{stderr}");
+    (output.status.code(), stderr)
+}
+
+/// `status`'s code replaced with the zip of `entry`, behind Terraform's back.
+fn upload_status(stack: &Stack, entry: &Value) {
+    let zip = std::fs::read(stack.artifacts.join(entry["path"].as_str().unwrap())).unwrap();
+    let (runtime, config) = emulator_sdk(stack);
+    runtime.block_on(async {
+        aws_sdk_lambda::Client::new(&config)
+            .update_function_code()
+            .function_name("rust-lambda-api-status")
+            .zip_file(aws_sdk_lambda::primitives::Blob::new(zip))
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+/// `status`'s memory set behind Terraform's back.
+fn set_status_memory(stack: &Stack, megabytes: i32) {
+    let (runtime, config) = emulator_sdk(stack);
+    runtime.block_on(async {
+        aws_sdk_lambda::Client::new(&config)
+            .update_function_configuration()
+            .function_name("rust-lambda-api-status")
+            .memory_size(megabytes)
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
 #[test]
 fn a_release_is_rehearsed_on_the_local_stack() {
     let stack = Stack::new("release");
@@ -353,4 +419,89 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     stack.ok(&["apply"]);
     assert_plan_empty(&stack);
     assert_eq!(prod_runs(&dev), "1");
+
+    // The guards after the checks, reached: staging (v3, 256 MB) verified,
+    // then publish paused just before its PublishVersion of status.
+    stack.ok(&["verify"]);
+    let pin_path = stack.local.join("terraform/prod.auto.tfvars.json");
+    let pin = std::fs::read(&pin_path).unwrap();
+    // The code moves at that moment: PublishVersion carries the verified
+    // CodeSha256 and is refused (as AWS refuses it; the local stack's
+    // emulator supplies that check). Nothing is pinned.
+    let (code, err) = publish_while(&stack, || upload_status(&stack, &v2));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("is different from current CodeSHA256 in $LATEST"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&pin_path).unwrap(), pin);
+    assert_eq!(prod_runs(&dev), "1");
+    upload_status(&stack, &v3);
+    assert_plan_empty(&stack);
+    // The configuration moves at that moment (same code, so PublishVersion
+    // succeeds): the version it made is not what was verified, and it is
+    // not pinned.
+    let (code, err) = publish_while(&stack, || set_status_memory(&stack, 512));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("$LATEST changed while publishing"), "{err}");
+    assert_eq!(std::fs::read(&pin_path).unwrap(), pin);
+    assert_eq!(prod_runs(&dev), "1");
+    set_status_memory(&stack, 256);
+    assert_plan_empty(&stack);
+
+    // An edit in terraform/ to the prod alias, not applied (as an edit of
+    // lambda.tf would be; here a file of the user's in the local working
+    // directory): a promotion that rides along is refused and named, and
+    // prod stays where it was.
+    let edit = stack.local.join("terraform/prod_alias_override.tf");
+    std::fs::write(
+        &edit,
+        "resource \"aws_lambda_alias\" \"prod\" {\n  function_version = \"$LATEST\"\n}\n",
+    )
+    .unwrap();
+    let err = refused(&stack, &["publish"]);
+    assert!(
+        err.contains(
+            r#"aws_lambda_alias.prod["status"]: function_version "$LATEST", the promotion sets"#
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&pin_path).unwrap(), pin);
+    assert_eq!(prod_runs(&dev), "1");
+    std::fs::remove_file(&edit).unwrap();
+
+    // An edit to an integration argument other than the route table (its
+    // timeout): the API revision moves, so the plan redeploys staging, and
+    // a publish across it without a new verify is refused. (At plan level:
+    // the emulator does not implement UpdateIntegration, so it cannot be
+    // applied here.)
+    let edit = stack.local.join("terraform/integration_override.tf");
+    std::fs::write(&edit, INTEGRATION_WITH_ANOTHER_TIMEOUT).unwrap();
+    let (code, preview) = plan(&stack);
+    assert_eq!(code, 2, "{preview}");
+    assert!(
+        preview.contains("staging redeploys: API revision"),
+        "{preview}"
+    );
+    assert!(!preview.contains("prod redeploys"), "{preview}");
+    let err = refused(&stack, &["publish"]);
+    assert!(err.contains("aws_api_gateway_integration.this["), "{err}");
+    assert!(err.contains("aws_api_gateway_deployment.staging"), "{err}");
+    assert_eq!(std::fs::read(&pin_path).unwrap(), pin);
+    assert_eq!(prod_runs(&dev), "1");
+    std::fs::remove_file(&edit).unwrap();
+    assert_plan_empty(&stack);
 }
+
+/// `local.integration` of `terraform/api.tf` with a 5 s timeout.
+const INTEGRATION_WITH_ANOTHER_TIMEOUT: &str = r#"locals {
+  integration = {
+    type                    = "AWS"
+    integration_http_method = "POST"
+    uri                     = "%s:$${stageVariables.stage}/invocations"
+    request_templates       = { "application/json" = local.request_template }
+    passthrough_behavior    = "NEVER"
+    timeout_milliseconds    = 5000
+  }
+}
+"#;

@@ -304,6 +304,7 @@ async fn version_for(
             + 1;
         return Ok(Version::WouldPublish(next.to_string()));
     }
+    pause_before_publishing(function).await?;
     let published = world
         .aws
         .lambda
@@ -331,6 +332,32 @@ async fn version_for(
         );
     }
     Ok(Version::Published(version))
+}
+
+/// A test seam: with `XTASK_TEST_PAUSE_BEFORE_PUBLISH` naming a directory,
+/// `publish` writes `<dir>/<function>.ready` just before its PublishVersion
+/// and waits (up to two minutes) for `<dir>/<function>.go`, so a test can
+/// change the function at exactly that step and see the guards that come
+/// after the checks (the `CodeSha256` PublishVersion carries, the check of
+/// what it published) refuse. Unset, nothing waits.
+async fn pause_before_publishing(function: &str) -> Result<()> {
+    let Some(dir) = std::env::var_os("XTASK_TEST_PAUSE_BEFORE_PUBLISH") else {
+        return Ok(());
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::write(dir.join(format!("{function}.ready")), b"")?;
+    let go = dir.join(format!("{function}.go"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !go.exists() {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "XTASK_TEST_PAUSE_BEFORE_PUBLISH: no {} within 120 s",
+                go.display()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// A move of prod: from the pinned release to the candidate.
