@@ -861,15 +861,25 @@ impl CodeStore {
                 zip.display()
             );
         }
-        let staging = self.cache.join(format!(".{hex}.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
+        // Unpacked aside, in a directory of this call's own, then moved into
+        // place in one rename: concurrent cold starts of the same code (in
+        // this process or another) never see, share or remove each other's
+        // half-written files.
+        static UNPACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = UNPACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staging = self
+            .cache
+            .join(format!(".{hex}.{}.{call}", std::process::id()));
         std::fs::create_dir_all(&staging)?;
         zip::ZipArchive::new(std::io::Cursor::new(bytes))
             .and_then(|mut archive| archive.extract(&staging))
-            .with_context(|| format!("unpacking {}", zip.display()))?;
+            .with_context(|| format!("unpacking {}", zip.display()))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&staging);
+            })?;
         match std::fs::rename(&staging, &dir) {
             Ok(()) => {}
-            // Another process unpacked the same package first.
+            // Another unpack of the same package moved in first.
             Err(_) if dir.join(artifact::ENTRY).is_file() => {
                 let _ = std::fs::remove_dir_all(&staging);
             }
@@ -1028,6 +1038,48 @@ mod tests {
         let err = store.unpacked(&other).unwrap_err().to_string();
         assert!(err.contains("was not built here"), "{err}");
         assert!(store.unpacked("not base64!").is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Two versions with the same code cold-starting at once (staging's
+    /// `$LATEST` and prod's new version right after a publish) unpack the
+    /// same package together: each gets the whole of it.
+    #[test]
+    fn concurrent_unpacks_of_one_package_each_get_all_of_it() {
+        let root = std::env::temp_dir().join(format!("xtask-unpack-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("artifacts")).unwrap();
+        // Big enough that an unpack takes a while.
+        let binary: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+        let zip = artifact::package(&binary).unwrap();
+        let digest = artifact::sha256(&zip);
+        std::fs::write(root.join(format!("artifacts/f-{}.zip", digest.hex)), &zip).unwrap();
+        for round in 0..10 {
+            let store = CodeStore {
+                artifacts: root.join("artifacts"),
+                cache: root.join(format!("cache-{round}")),
+            };
+            let dirs: Vec<Result<PathBuf>> = std::thread::scope(|scope| {
+                let unpacks: Vec<_> = (0..6)
+                    .map(|_| scope.spawn(|| store.unpacked(&digest.base64)))
+                    .collect();
+                unpacks.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            for dir in dirs {
+                let dir = dir.unwrap_or_else(|err| panic!("round {round}: {err:#}"));
+                let bytes = std::fs::read(dir.join(artifact::ENTRY)).unwrap();
+                assert!(bytes == binary, "round {round}: a partial bootstrap");
+            }
+            let left: Vec<_> = std::fs::read_dir(&store.cache)
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left,
+                [std::ffi::OsString::from(&digest.hex)],
+                "scratch left behind"
+            );
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
