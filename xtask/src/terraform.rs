@@ -241,6 +241,20 @@ impl Terraform {
     pub fn command<'a>(&self, sh: &'a Shell) -> xshell::Cmd<'a> {
         let dir = &self.dir;
         let mut command = cmd!(sh, "terraform -chdir={dir}");
+        if !self.aws {
+            // Nothing of the developer's AWS set-up reaches the local stack's
+            // Terraform: no profile, keys, endpoints or config files (every
+            // provider gets the emulator and fake keys from the override).
+            for (key, _) in std::env::vars_os() {
+                if key.to_string_lossy().starts_with("AWS_") {
+                    command = command.env_remove(key);
+                }
+            }
+            command = command
+                .env("AWS_CONFIG_FILE", "/dev/null")
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+                .env("AWS_EC2_METADATA_DISABLED", "true");
+        }
         for (key, value) in &self.env {
             command = command.env(key, value);
         }
@@ -303,7 +317,11 @@ fn sync_working_dir(source: &Path, dir: &Path, endpoint: &str, artifacts: &Path)
             std::os::unix::fs::symlink(target, link)?;
         }
     }
-    write_if_changed(&dir.join("local_override.tf"), &local_override(endpoint))?;
+    let aliases = aws_provider_aliases(dir)?;
+    write_if_changed(
+        &dir.join("local_override.tf"),
+        &local_override(endpoint, &aliases),
+    )?;
     // Only the local stack runs `dev --watch`'s quick builds.
     let vars = json!({ "artifacts_dir": artifacts, "accept_watch_builds": true });
     write_if_changed(
@@ -342,14 +360,110 @@ const UNPUBLISHED_PIN: &str = r#"{
 }
 "#;
 
-/// What the local stack changes in the configuration. Generated, never
-/// committed: the configuration in `terraform/` knows nothing of emulators.
-fn local_override(endpoint: &str) -> String {
+/// The aliases of the `aws` provider configurations in the `.tf` files of
+/// `dir` (the override aside), so the override can point every one at the
+/// emulator; refuses a provider of another AWS family (`awscc`), which it
+/// cannot.
+fn aws_provider_aliases(dir: &Path) -> Result<Vec<String>> {
+    let mut aliases = Vec::new();
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "tf")
+                && path
+                    .file_name()
+                    .is_some_and(|name| name != "local_override.tf")
+        })
+        .collect();
+    names.sort();
+    for path in names {
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        for (provider, alias) in provider_blocks(&text) {
+            if provider == "aws" {
+                aliases.extend(alias);
+            } else if provider.starts_with("aws") {
+                bail!(
+                    "{}: the local stack points only hashicorp/aws at the emulator, not the \
+                     `{provider}` provider, which would reach AWS itself: use `aws` for the \
+                     resources the local stack runs",
+                    path.display()
+                );
+            }
+        }
+    }
+    aliases.sort();
+    aliases.dedup();
+    Ok(aliases)
+}
+
+/// Each top-level `provider "NAME" { ... }` block of a `.tf` file: its name
+/// and its `alias`, if any.
+fn provider_blocks(text: &str) -> Vec<(String, Option<String>)> {
+    let mut blocks = Vec::new();
+    let mut depth = 0usize;
+    let mut current: Option<(String, Option<String>)> = None;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if depth == 0
+            && let Some(name) = line
+                .strip_prefix("provider")
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix('"'))
+                .and_then(|rest| rest.split('"').next())
+        {
+            current = Some((name.to_owned(), None));
+        } else if depth == 1
+            && let Some((_, alias)) = current.as_mut()
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "alias"
+        {
+            *alias = Some(value.trim().trim_matches('"').to_owned());
+        }
+        depth = (depth + line.matches('{').count()).saturating_sub(line.matches('}').count());
+        if depth == 0
+            && let Some(block) = current.take()
+        {
+            blocks.push(block);
+        }
+    }
+    blocks
+}
+
+/// What the local stack changes in the configuration: every `aws`
+/// provider configuration (the default one and each of `aliases`) on the
+/// emulator with fake keys and no profile. Generated, never committed: the
+/// configuration in `terraform/` knows nothing of emulators.
+fn local_override(endpoint: &str, aliases: &[String]) -> String {
     let services = ["apigateway", "dynamodb", "iam", "lambda", "logs", "sts"];
     let endpoints: String = services
         .iter()
         .map(|service| format!("    {service:<10} = \"{endpoint}\"\n"))
         .collect();
+    let provider = |alias: Option<&str>| {
+        let alias = alias
+            .map(|alias| format!("  alias                       = \"{alias}\"\n"))
+            .unwrap_or_default();
+        format!(
+            r#"provider "aws" {{
+{alias}  access_key                  = "local"
+  secret_key                  = "local"
+  profile                     = null
+  skip_credentials_validation = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+
+  endpoints {{
+{endpoints}  }}
+}}
+"#
+        )
+    };
+    let mut providers = provider(None);
+    for alias in aliases {
+        providers += "\n";
+        providers += &provider(Some(alias));
+    }
     format!(
         r#"# Generated by `cargo xtask`: the local stack's differences from terraform/.
 # Edits are overwritten; files of your own in this directory are kept.
@@ -361,18 +475,9 @@ terraform {{
   }}
 }}
 
-# Every service the configuration uses, on the emulator, with fake credentials.
-provider "aws" {{
-  access_key                  = "local"
-  secret_key                  = "local"
-  skip_credentials_validation = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-
-  endpoints {{
-{endpoints}  }}
-}}
-"#
+# Every service the configuration uses, on the emulator, with fake
+# credentials: the default provider and every alias of it.
+{providers}"#
     )
 }
 
@@ -436,5 +541,55 @@ impl LocalDir {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_aws_provider_configuration_is_pointed_at_the_emulator() {
+        let text = r#"
+provider "aws" {
+  region = var.region
+  default_tags {
+    tags = { project = var.name }
+  }
+}
+
+provider "aws" { # certificates
+  alias  = "us_east_1"
+  region = "us-east-1"
+}
+
+provider "random" {}
+resource "x" "y" {
+  provider = aws.us_east_1
+}
+"#;
+        assert_eq!(
+            provider_blocks(text),
+            [
+                ("aws".to_owned(), None),
+                ("aws".to_owned(), Some("us_east_1".to_owned())),
+                ("random".to_owned(), None),
+            ]
+        );
+        let generated = local_override("http://127.0.0.1:1", &["us_east_1".to_owned()]);
+        assert_eq!(generated.matches("provider \"aws\" {").count(), 2);
+        assert_eq!(
+            generated
+                .matches("profile                     = null")
+                .count(),
+            2
+        );
+        assert!(generated.contains("  alias                       = \"us_east_1\"\n"));
+        assert_eq!(
+            generated
+                .matches("lambda     = \"http://127.0.0.1:1\"")
+                .count(),
+            2
+        );
     }
 }

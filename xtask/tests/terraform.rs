@@ -46,6 +46,62 @@ fn terraform_on_the_emulator() {
     let empty = stack.xtask(&["tf", "--", "plan", "-input=false", "-detailed-exitcode"]);
     assert_eq!(empty.status.code(), Some(0), "a second plan has changes");
 
+    // An aliased provider (for us-east-1 certificates, say), with a profile
+    // of a real account, in a file of the user's; and the developer's own
+    // AWS set-up in the environment. The override covers the alias too, and
+    // none of that environment reaches the local stack's Terraform: the
+    // plan reads the alias's data source from the emulator (real AWS is
+    // unreachable here, and that profile exists nowhere).
+    let aliased = stack.local.join("terraform/aliased.tf");
+    std::fs::write(
+        &aliased,
+        r#"provider "aws" {
+  alias   = "us_east_1"
+  region  = "us-east-1"
+  profile = "someones-real-account"
+}
+
+data "aws_caller_identity" "us_east_1" {
+  provider = aws.us_east_1
+}
+
+output "aliased_account" {
+  value = data.aws_caller_identity.us_east_1.account_id
+}
+"#,
+    )
+    .unwrap();
+    let developer = [
+        ("AWS_PROFILE", "someones-real-account"),
+        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        ("AWS_ENDPOINT_URL", "http://192.0.2.1:9"),
+        ("AWS_ENDPOINT_URL_STS", "http://192.0.2.1:9"),
+    ];
+    let planned = stack.xtask_with(&["plan"], &developer);
+    assert_ne!(
+        planned.status.code(),
+        Some(1),
+        "the aliased provider did not plan on the emulator:\n{}",
+        String::from_utf8_lossy(&planned.stderr)
+    );
+    let override_tf =
+        std::fs::read_to_string(stack.local.join("terraform/local_override.tf")).unwrap();
+    assert!(override_tf.contains(r#"alias                       = "us_east_1""#));
+    // A provider of another AWS family cannot be pointed at the emulator.
+    std::fs::write(
+        &aliased,
+        "provider \"awscc\" {\n  region = \"us-east-1\"\n}\n",
+    )
+    .unwrap();
+    let refused = stack.xtask(&["plan"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not the `awscc` provider"));
+    std::fs::remove_file(&aliased).unwrap();
+
     // What was applied: the manifest's code, staging on $LATEST, no prod
     // alias before the first publish, a table per stage, PITR on prod only.
     let state = stack.state();

@@ -47,6 +47,24 @@ impl Stack {
         output
     }
 
+    /// `cargo xtask ARGS` with `env` besides the stack's own.
+    pub fn xtask_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(args)
+            .env("XTASK_LOCAL_DIR", &self.local)
+            .env("XTASK_ARTIFACTS_DIR", &self.artifacts)
+            .envs(self.env.iter().cloned())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ cargo xtask {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
     /// `cargo xtask ARGS`, which must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let output = self.xtask(args);
