@@ -96,7 +96,10 @@ pub struct IntegrationResponse {
 }
 
 impl Routes {
-    /// The resource `path` falls on, with its path parameters (decoded).
+    /// The resource `path` falls on, with its path parameters as the
+    /// request wrote them: API Gateway neither splits on an escaped slash
+    /// (`%2F`) nor decodes a path parameter (`a%2Fb` and `a%20b` reach the
+    /// function so; AWS's recorded proxy events and aws-sam-cli#3524 show it).
     pub fn find(&self, path: &str) -> Option<(&Resource, BTreeMap<String, String>)> {
         let parts: Vec<&str> = match path.trim_start_matches('/') {
             "" => Vec::new(),
@@ -116,7 +119,7 @@ impl Resource {
             match segment {
                 Segment::Greedy(name) => {
                     let rest = parts.get(index..).filter(|rest| !rest.is_empty())?;
-                    params.insert(name.clone(), percent_decode(&rest.join("/")));
+                    params.insert(name.clone(), rest.join("/"));
                     return Some(params);
                 }
                 Segment::Literal(literal) => {
@@ -126,7 +129,7 @@ impl Resource {
                 }
                 Segment::Param(name) => {
                     let part = parts.get(index).filter(|part| !part.is_empty())?;
-                    params.insert(name.clone(), percent_decode(part));
+                    params.insert(name.clone(), (*part).to_owned());
                 }
             }
         }
@@ -622,7 +625,16 @@ mod tests {
         assert_eq!(find("/user"), Some(("/user".into(), params(&[]))));
         assert_eq!(
             find("/user/a%20b%22"),
-            Some(("/user/{id}".into(), params(&[("id", "a b\"")])))
+            Some(("/user/{id}".into(), params(&[("id", "a%20b%22")])))
+        );
+        // An escaped slash is no separator, and stays escaped.
+        assert_eq!(
+            find("/user/a%2Fb"),
+            Some(("/user/{id}".into(), params(&[("id", "a%2Fb")])))
+        );
+        assert_eq!(
+            find("/files/a%2Fb/c%20d"),
+            Some(("/files/{path+}".into(), params(&[("path", "a%2Fb/c%20d")])))
         );
         // A literal beats a parameter.
         assert_eq!(find("/user/me"), Some(("/user/me".into(), params(&[]))));

@@ -252,12 +252,27 @@ impl Gateway {
                 "stage": stage.variables.get("stage").cloned().unwrap_or_default(),
                 "request_id": request_id,
             });
-            serde_json::to_vec(&envelope).expect("JSON")
+            let payload = serde_json::to_vec(&envelope).expect("JSON");
+            // Lambda refuses the invocation (API Gateway: 500), counting the
+            // envelope as AWS's template writes it.
+            if escaped_len(&payload) > crate::host::REQUEST_PAYLOAD_LIMIT {
+                self.host.log.line(format_args!(
+                    "{stage_name} {method} {}: RequestEntityTooLargeException: the envelope \
+                     is {} bytes as API Gateway writes it, over Lambda's {}",
+                    resource.path,
+                    escaped_len(&payload),
+                    crate::host::REQUEST_PAYLOAD_LIMIT
+                ));
+                return internal_error();
+            }
+            payload
         } else if integration.passthrough == "WHEN_NO_MATCH"
             || (integration.passthrough == "WHEN_NO_TEMPLATES"
                 && integration.content_types.is_empty())
         {
-            body.to_vec()
+            // Text, as API Gateway reads a body of a type not declared binary:
+            // bytes that are not UTF-8 become U+FFFD.
+            String::from_utf8_lossy(&body).into_owned().into_bytes()
         } else {
             return gateway_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -370,16 +385,34 @@ pub fn map_outcome(
     )
 }
 
-/// Query string parameters, decoded; the last of a repeated name wins.
+/// Query string parameters, decoded as a form is (`+` is a space); the
+/// last of a repeated name wins, even an empty one, as on API Gateway (its
+/// single-value map: `?a=1&a=2` is `a=2`).
 fn query_params(query: &str) -> BTreeMap<String, String> {
+    let decode = |text: &str| config::percent_decode(&text.replace('+', " "));
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (config::percent_decode(name), config::percent_decode(value))
+            (decode(name), decode(value))
         })
         .collect()
+}
+
+/// The size of the envelope `payload` (JSON as serde writes it, non-ASCII
+/// characters as they are) as API Gateway's template writes it: through
+/// `$util.escapeJavaScript`, which writes each non-ASCII character as a
+/// `\uXXXX` escape per UTF-16 unit (`é`: 6 bytes, not 2; `😀`: 12, not 4).
+/// Lambda's request limit counts that.
+fn escaped_len(payload: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(payload);
+    payload.len()
+        + text
+            .chars()
+            .filter(|c| !c.is_ascii())
+            .map(|c| 6 * c.len_utf16() - c.len_utf8())
+            .sum::<usize>()
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -618,5 +651,21 @@ mod tests {
         assert_eq!(query["b"], "x y");
         assert_eq!(query["flag"], "");
         assert_eq!(query[""], "v");
+        // As a form: `+` is a space, `%2B` a plus; an empty last value wins.
+        let query = query_params("email=test+alias%2B1%40x.com&a=1&a=");
+        assert_eq!(query["email"], "test alias+1@x.com");
+        assert_eq!(query["a"], "");
+    }
+
+    #[test]
+    fn the_envelope_is_counted_as_api_gateway_escapes_it() {
+        assert_eq!(escaped_len(br#"{"body":"abc"}"#), 14);
+        // é is 2 bytes here and `\u00e9` (6) there; 😀 4 and 12.
+        assert_eq!(escaped_len("{\"body\":\"é\"}".as_bytes()), 11 + 2 + 4);
+        assert_eq!(escaped_len("😀".as_bytes()), 12);
+        // A body of 1.1 M `é`: 2.2 MB here, 6.6 MB as AWS counts it.
+        let body = "é".repeat(1_100_000);
+        assert!(body.len() < crate::host::REQUEST_PAYLOAD_LIMIT);
+        assert!(escaped_len(body.as_bytes()) > crate::host::REQUEST_PAYLOAD_LIMIT);
     }
 }

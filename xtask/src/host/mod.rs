@@ -37,7 +37,11 @@ use tokio::sync::mpsc;
 use crate::artifact;
 use runtime_api::{Event, FromRuntime, RuntimeApi};
 
-/// Lambda's limit on a synchronous invocation's request and response payloads.
+/// Lambda's limit on a synchronous invocation's request payload ("Request
+/// must be smaller than 6291456 bytes").
+pub const REQUEST_PAYLOAD_LIMIT: usize = 6_291_456;
+
+/// Lambda's limit on a synchronous invocation's response payload.
 pub const PAYLOAD_LIMIT: usize = 6_291_556;
 
 /// How long a new process may take to ask for its first invocation.
@@ -291,11 +295,11 @@ impl Host {
         payload: Vec<u8>,
     ) -> Invocation {
         let request_id = new_request_id();
-        if payload.len() > PAYLOAD_LIMIT {
+        if payload.len() > REQUEST_PAYLOAD_LIMIT {
             return Invocation {
                 outcome: Outcome::ServiceError(format!(
                     "RequestEntityTooLargeException: request payload of {} bytes exceeds \
-                     the maximum of {PAYLOAD_LIMIT} bytes",
+                     the maximum of {REQUEST_PAYLOAD_LIMIT} bytes",
                     payload.len()
                 )),
                 report: None,
