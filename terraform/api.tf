@@ -80,6 +80,7 @@ locals {
   # resources below take each one from here; a tidy test keeps them from
   # setting any other), so the revision covers all of it.
   api = {
+    region         = var.region
     name           = var.name
     description    = "Rust Lambda functions behind staging and prod stages."
     endpoint_types = ["REGIONAL"]
@@ -104,7 +105,7 @@ locals {
   }) }
   integrations = { for key, route in local.route : key => merge(local.integration, {
     function      = route.function
-    function_name = "${var.name}-${route.function}"
+    function_name = local.function_names[route.function]
   }) }
 
   # What a deployment snapshots: every input above, from the configuration

@@ -14,6 +14,10 @@ locals {
     }
   }
 
+  # Each function's Lambda name: the functions and the API's integrations
+  # (and so the API revision) take it from here.
+  function_names = { for name in keys(local.functions) : name => "${var.name}-${name}" }
+
   # The stage-to-table configuration every function receives.
   environment = {
     USERS_TABLE_STAGING = aws_dynamodb_table.users["staging"].name
@@ -24,14 +28,14 @@ locals {
 resource "aws_cloudwatch_log_group" "this" {
   for_each = local.functions
 
-  name              = "/aws/lambda/${var.name}-${each.key}"
+  name              = "/aws/lambda/${local.function_names[each.key]}"
   retention_in_days = var.log_retention_days
 }
 
 resource "aws_lambda_function" "this" {
   for_each = local.functions
 
-  function_name    = "${var.name}-${each.key}"
+  function_name    = local.function_names[each.key]
   role             = aws_iam_role.this.arn
   runtime          = local.manifest.runtime
   architectures    = [local.manifest.architecture]

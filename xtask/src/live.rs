@@ -191,6 +191,10 @@ impl Aws {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_owned()))
             .endpoint_url(endpoint)
+            // Whatever the developer's environment says: the emulator has
+            // neither.
+            .use_fips(false)
+            .use_dual_stack(false)
             .credentials_provider(aws_sdk_lambda::config::Credentials::new(
                 "local",
                 "local",

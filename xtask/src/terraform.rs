@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+use serde_json::{Value, json};
 use xshell::{Shell, cmd};
 
 use crate::LocalDir;
@@ -53,19 +53,35 @@ pub struct TfArgs {
     args: Vec<OsString>,
 }
 
-/// `cargo xtask apply`: create or update everything the configuration declares.
+/// `cargo xtask apply`: create or update everything the configuration
+/// declares; prod only as its pin says ([`Terraform::checked_plan`]).
 pub fn apply(sh: &Shell, local: &LocalDir, args: ApplyArgs) -> Result<()> {
     let terraform = Terraform::new(sh, local, &args.target)?;
     terraform.init(sh)?;
-    let tf = terraform.command(sh);
-    let auto_approve = (!terraform.aws || args.yes).then_some("-auto-approve");
+    let (file, _) = terraform.checked_plan(sh)?;
+    terraform
+        .command(sh)
+        .args(["show"])
+        .arg(&file)
+        .run()
+        .context("terraform show failed (above)")?;
     if args.dry_run {
-        tf.args(["plan", "-input=false"])
-            .run()
-            .context("terraform plan failed (above)")?;
-    } else {
-        tf.args(["apply", "-input=false"])
-            .args(auto_approve)
+        println!("dry run: nothing was applied");
+        return Ok(());
+    }
+    if terraform.aws && !args.yes {
+        eprint!("Apply this plan to AWS? Only 'yes' will be accepted: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != "yes" {
+            bail!("not applied (answer `yes`, or pass --yes)");
+        }
+    }
+    {
+        terraform
+            .command(sh)
+            .args(["apply", "-input=false"])
+            .arg(&file)
             .run()
             .context("terraform apply failed (above)")?;
         if !terraform.aws {
@@ -97,20 +113,27 @@ impl Terraform {
     /// `terraform apply -auto-approve ARGS` on the local stack; Terraform's
     /// summary line ("Apply complete! Resources: ..."), or all of its output
     /// in the error.
+    ///
+    /// A full apply (no `args`) applies the [`Terraform::checked_plan`]; a
+    /// targeted one (`-target` a function's code) cannot reach prod.
     pub fn apply_local(&self, sh: &Shell, args: &[String]) -> Result<String> {
         assert!(!self.aws, "apply_local is for the local stack");
+        let plan = match args.is_empty() {
+            true => Some(self.checked_plan(sh)?.0),
+            false => None,
+        };
         let output = self
             .command(sh)
             // Another command applying here (a publish, a watch cycle) holds
             // the state lock: wait for it rather than fail.
-            .args([
-                "apply",
-                "-input=false",
-                "-auto-approve",
-                "-no-color",
-                "-lock-timeout=120s",
-            ])
+            .args(["apply", "-input=false", "-no-color", "-lock-timeout=120s"])
+            .args(if plan.is_some() {
+                None
+            } else {
+                Some("-auto-approve")
+            })
             .args(args)
+            .args(plan)
             .ignore_status()
             .quiet()
             .output()?;
@@ -162,6 +185,8 @@ pub struct Terraform {
     pub aws: bool,
     env: Vec<(&'static str, OsString)>,
     plugin_dir: Option<PathBuf>,
+    /// The emulator's endpoint (the local stack).
+    endpoint: Option<String>,
 }
 
 impl Terraform {
@@ -203,6 +228,7 @@ impl Terraform {
                 aws: true,
                 env,
                 plugin_dir: mirror,
+                endpoint: None,
             });
         }
         let emulator = if start {
@@ -234,6 +260,7 @@ impl Terraform {
             aws: false,
             env,
             plugin_dir: None,
+            endpoint: Some(emulator.endpoint.clone()),
         })
     }
 
@@ -250,6 +277,10 @@ impl Terraform {
                     command = command.env_remove(key);
                 }
             }
+            // A service the override does not list goes to the emulator too.
+            if let Some(endpoint) = &self.endpoint {
+                command = command.env("AWS_ENDPOINT_URL", endpoint);
+            }
             command = command
                 .env("AWS_CONFIG_FILE", "/dev/null")
                 .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
@@ -259,6 +290,62 @@ impl Terraform {
             command = command.env(key, value);
         }
         command
+    }
+
+    /// Where this target's plans are written: never in `terraform/`.
+    pub fn scratch_dir(&self) -> Result<PathBuf> {
+        let dir = if self.aws {
+            crate::project_root().join("target/aws")
+        } else {
+            self.dir
+                .parent()
+                .context("the local working directory has a parent")?
+                .join("release")
+        };
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// `terraform plan` of everything, saved, refused if it moves prod
+    /// anywhere but where the pin in the working directory says
+    /// ([`crate::release::plan::Plan::prod_mismatches`]): an edit of a prod
+    /// alias, deployment or stage in `terraform/` never reaches prod through
+    /// an apply; prod moves only through `publish` and `rollback`, whose
+    /// plans are held to the same rules for their candidate pin.
+    pub fn checked_plan(&self, sh: &Shell) -> Result<(PathBuf, crate::release::plan::Plan)> {
+        use crate::release::plan::{self, ProdTarget};
+        let (file, planned) =
+            plan::make(sh, self, &self.scratch_dir()?.join("apply.tfplan"), None)?;
+        let pin = crate::release::Release::read(&self.dir.join(PIN_FILE))?;
+        let api = planned
+            .prior
+            .get("aws_api_gateway_rest_api.this")
+            .and_then(|api| api["id"].as_str());
+        let region = planned.outputs.get("region").and_then(Value::as_str);
+        let functions: std::collections::BTreeMap<String, String> = planned
+            .outputs
+            .get("function_names")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(function, name)| Some((function.clone(), name.as_str()?.to_owned())))
+            .collect();
+        let mismatches = planned.prod_mismatches(&ProdTarget {
+            pin: &pin,
+            functions: &functions,
+            api: api.zip(region),
+        });
+        if !mismatches.is_empty() {
+            bail!(
+                "the plan would move prod somewhere its pin ({}) does not say, so nothing was \
+                 applied:\n  {}\nProd moves only through `cargo xtask publish` and `rollback`: \
+                 undo that change to terraform/ (the prod aliases, deployment and stage follow \
+                 the pin).",
+                self.dir.join(PIN_FILE).display(),
+                mismatches.join("\n  ")
+            );
+        }
+        Ok((file, planned))
     }
 
     /// `terraform init`, from the provider mirror when there is one; quiet
@@ -365,6 +452,22 @@ const UNPUBLISHED_PIN: &str = r#"{
 /// emulator; refuses a provider of another AWS family (`awscc`), which it
 /// cannot.
 fn aws_provider_aliases(dir: &Path) -> Result<Vec<String>> {
+    // A module's own provider configuration is out of the root override's
+    // reach: refused (pass the module the root's providers instead).
+    for module in tf_files_below(dir)? {
+        let text = fs::read_to_string(&module)?;
+        if provider_blocks(&text)
+            .iter()
+            .any(|(provider, _)| provider.starts_with("aws"))
+        {
+            bail!(
+                "{}: a provider configuration inside a module, which the local stack cannot \
+                 point at the emulator: declare providers in the root configuration and pass \
+                 them to the module (`providers = {{ aws = aws.NAME }}`)",
+                module.display()
+            );
+        }
+    }
     let mut aliases = Vec::new();
     let mut names: Vec<PathBuf> = fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -397,14 +500,78 @@ fn aws_provider_aliases(dir: &Path) -> Result<Vec<String>> {
     Ok(aliases)
 }
 
+/// The `.tf` files of the local modules the root configuration in `dir`
+/// calls (`source = "./..."`), and of the modules they call.
+fn tf_files_below(dir: &Path) -> Result<Vec<PathBuf>> {
+    let tf_files = |dir: &Path| -> Result<Vec<PathBuf>> {
+        Ok(fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "tf"))
+            .collect())
+    };
+    let sources = |file: &Path| -> Result<Vec<PathBuf>> {
+        let text = fs::read_to_string(file)?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = without_comment(line).split_once('=')?;
+                let value = value.trim().trim_matches('"');
+                (key.trim() == "source" && (value.starts_with("./") || value.starts_with("../")))
+                    .then(|| file.parent().unwrap_or(Path::new(".")).join(value))
+            })
+            .collect())
+    };
+    let mut modules: Vec<PathBuf> = Vec::new();
+    for file in tf_files(dir)? {
+        modules.extend(sources(&file)?);
+    }
+    let mut found = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(module) = modules.pop() {
+        if !seen.insert(module.clone()) || seen.len() > 100 {
+            continue;
+        }
+        for file in tf_files(&module)? {
+            modules.extend(sources(&file)?);
+            found.push(file);
+        }
+    }
+    Ok(found)
+}
+
+/// `line` without its comment (`#` or `//` outside a string).
+fn without_comment(line: &str) -> &str {
+    let mut quoted = false;
+    let bytes = line.as_bytes();
+    for (at, byte) in bytes.iter().enumerate() {
+        match byte {
+            b'"' if at == 0 || bytes[at - 1] != b'\\' => quoted = !quoted,
+            b'#' if !quoted => return &line[..at],
+            b'/' if !quoted && bytes.get(at + 1) == Some(&b'/') => return &line[..at],
+            _ => {}
+        }
+    }
+    line
+}
+
 /// Each top-level `provider "NAME" { ... }` block of a `.tf` file: its name
-/// and its `alias`, if any.
+/// and its `alias`, if any (a block on one line included).
 fn provider_blocks(text: &str) -> Vec<(String, Option<String>)> {
     let mut blocks = Vec::new();
     let mut depth = 0usize;
     let mut current: Option<(String, Option<String>)> = None;
+    let alias_in = |text: &str| {
+        let (_, rest) = text.split_once("alias")?;
+        let rest = rest
+            .trim_start()
+            .strip_prefix('=')?
+            .trim_start()
+            .strip_prefix('"')?;
+        Some(rest.split('"').next()?.to_owned())
+    };
     for line in text.lines() {
-        let line = line.split('#').next().unwrap_or_default().trim();
+        let line = without_comment(line).trim();
         if depth == 0
             && let Some(name) = line
                 .strip_prefix("provider")
@@ -412,13 +579,16 @@ fn provider_blocks(text: &str) -> Vec<(String, Option<String>)> {
                 .and_then(|rest| rest.strip_prefix('"'))
                 .and_then(|rest| rest.split('"').next())
         {
-            current = Some((name.to_owned(), None));
+            let inline = line
+                .split_once('{')
+                .map(|(_, rest)| rest)
+                .unwrap_or_default();
+            current = Some((name.to_owned(), alias_in(inline)));
         } else if depth == 1
             && let Some((_, alias)) = current.as_mut()
-            && let Some((key, value)) = line.split_once('=')
-            && key.trim() == "alias"
+            && line.starts_with("alias")
         {
-            *alias = Some(value.trim().trim_matches('"').to_owned());
+            *alias = alias_in(line);
         }
         depth = (depth + line.matches('{').count()).saturating_sub(line.matches('}').count());
         if depth == 0
@@ -564,6 +734,8 @@ provider "aws" { # certificates
 }
 
 provider "random" {}
+// provider "aws" { alias = "commented" } {
+provider "aws" { alias = "east" }
 resource "x" "y" {
   provider = aws.us_east_1
 }
@@ -574,6 +746,7 @@ resource "x" "y" {
                 ("aws".to_owned(), None),
                 ("aws".to_owned(), Some("us_east_1".to_owned())),
                 ("random".to_owned(), None),
+                ("aws".to_owned(), Some("east".to_owned())),
             ]
         );
         let generated = local_override("http://127.0.0.1:1", &["us_east_1".to_owned()]);

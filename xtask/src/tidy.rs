@@ -71,37 +71,99 @@ fn every_function_has_a_route_and_every_route_a_function() {
     }
 }
 
-/// The arguments of `terraform/api.tf`'s API resources (the API, its
-/// resources, methods, integrations and responses: what a deployment
-/// snapshots) that do not come from the locals `local.api_revision` hashes.
-/// Each must be `each.value.*` of a hashed map, `local.api.*`, or one of the
-/// references that tie the resources together; anything else would change
-/// what a deployment serves without changing the revision, so staging would
-/// not redeploy and `publish` would snapshot it for prod unverified.
-fn unhashed_api_arguments(api_tf: &str) -> Vec<String> {
-    const SNAPSHOTTED: [&str; 6] = [
-        "aws_api_gateway_rest_api",
-        "aws_api_gateway_resource",
-        "aws_api_gateway_method",
-        "aws_api_gateway_integration",
-        "aws_api_gateway_method_response",
-        "aws_api_gateway_integration_response",
-    ];
+/// The API Gateway resources whose arguments a deployment snapshots, and
+/// those `local.api_revision` does not cover at all (none may exist).
+const SNAPSHOTTED: [&str; 6] = [
+    "aws_api_gateway_rest_api",
+    "aws_api_gateway_resource",
+    "aws_api_gateway_method",
+    "aws_api_gateway_integration",
+    "aws_api_gateway_method_response",
+    "aws_api_gateway_integration_response",
+];
+const UNCOVERED: [&str; 7] = [
+    "aws_api_gateway_gateway_response",
+    "aws_api_gateway_rest_api_policy",
+    "aws_api_gateway_authorizer",
+    "aws_api_gateway_model",
+    "aws_api_gateway_request_validator",
+    "aws_api_gateway_documentation_part",
+    "aws_api_gateway_documentation_version",
+];
+
+/// `line` without its comment (`#` or `//` outside a string).
+fn code(line: &str) -> &str {
+    let mut quoted = false;
+    let bytes = line.as_bytes();
+    for (at, byte) in bytes.iter().enumerate() {
+        match byte {
+            b'"' if at == 0 || bytes[at - 1] != b'\\' => quoted = !quoted,
+            b'#' if !quoted => return &line[..at],
+            b'/' if !quoted && bytes.get(at + 1) == Some(&b'/') => return &line[..at],
+            _ => {}
+        }
+    }
+    line
+}
+
+/// The arguments of the API resources in the `.tf` file `name` (what a
+/// deployment snapshots) that do not come from the locals
+/// `local.api_revision` hashes: each must be exactly `each.value.FIELD` of
+/// a hashed map, `local.api.FIELD`, or one of the references that tie the
+/// resources together; such a resource lives in `api.tf` only, on lines of
+/// its own, and none of the kinds the revision does not cover exists.
+/// Anything else would change what a deployment serves without changing
+/// the revision, so staging would not redeploy and `publish` would snapshot
+/// it for prod unverified.
+fn unhashed_api_arguments(name: &str, text: &str) -> Vec<String> {
     const URI: &str = r#"format(each.value.uri, trimsuffix(aws_lambda_function.this[each.value.function].invoke_arn, "/invocations"))"#;
+    const FOR_EACH: [&str; 6] = [
+        "local.paths_at[1]",
+        "local.paths_at[2]",
+        "local.paths_at[3]",
+        "local.methods",
+        "local.integrations",
+        "local.route_responses",
+    ];
+    let field = |value: &str, prefix: &str| {
+        value.strip_prefix(prefix).is_some_and(|field| {
+            !field.is_empty() && field.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+    };
     let mut found = Vec::new();
     let mut resource: Option<String> = None;
     let mut depth = 0usize;
     // The depth of a lifecycle block being skipped (its conditions are checks).
     let mut skipping: Option<usize> = None;
-    for (number, line) in api_tf.lines().enumerate() {
-        let line = line.trim();
+    for (number, line) in text.lines().enumerate() {
+        let line = code(line).trim();
+        let at = || format!("{name}:{}", number + 1);
         if depth == 0 {
             let kind = line
-                .strip_prefix("resource \"")
+                .strip_prefix("resource")
+                .map(str::trim_start)
+                .and_then(|rest| rest.strip_prefix('"'))
                 .and_then(|rest| rest.split('"').next());
-            resource = kind
-                .filter(|kind| SNAPSHOTTED.contains(kind))
-                .map(str::to_owned);
+            resource = None;
+            if let Some(kind) = kind {
+                if UNCOVERED.contains(&kind) {
+                    found.push(format!(
+                        "{}: {kind}: not in the API revision (add its arguments to \
+                         local.api_revision and to this check first)",
+                        at()
+                    ));
+                } else if SNAPSHOTTED.contains(&kind) {
+                    if name != "api.tf" {
+                        found.push(format!("{}: {kind}: API resources live in api.tf", at()));
+                    } else if !line.ends_with('{') {
+                        found.push(format!(
+                            "{}: {kind}: put its arguments on lines of their own",
+                            at()
+                        ));
+                    }
+                    resource = Some(kind.to_owned());
+                }
+            }
         }
         let opens = line.matches('{').count();
         let closes = line.matches('}').count();
@@ -111,22 +173,44 @@ fn unhashed_api_arguments(api_tf: &str) -> Vec<String> {
         {
             if line.starts_with("lifecycle") {
                 skipping = Some(depth);
-            } else if let Some((key, value)) = line.split_once(" = ").or(line.split_once("= ")) {
+            } else if let Some((key, value)) = line.split_once('=') {
                 let (key, value) = (key.trim(), value.trim());
-                let tied = matches!(
-                    key,
-                    "rest_api_id" | "parent_id" | "resource_id" | "http_method" | "status_code"
-                ) && (value.starts_with("aws_api_gateway_")
-                    || value == "local.resource_ids[each.value.path]");
-                let allowed = value.starts_with("each.value.")
-                    || value.starts_with("local.api.")
-                    || (key == "for_each" && value.starts_with("local."))
-                    || (key == "depends_on")
-                    || (key == "uri" && value == URI)
-                    || tied;
+                let tied = match key {
+                    "rest_api_id" => value == "aws_api_gateway_rest_api.this.id",
+                    "parent_id" => {
+                        value == "aws_api_gateway_rest_api.this.root_resource_id"
+                            || (value.starts_with("aws_api_gateway_resource.depth")
+                                && value.ends_with("[each.value.parent].id"))
+                    }
+                    "resource_id" => {
+                        value == "local.resource_ids[each.value.path]"
+                            || value == "aws_api_gateway_method.this[each.key].resource_id"
+                            || value == "aws_api_gateway_method.this[each.value.route].resource_id"
+                            || value
+                                == "aws_api_gateway_integration.this[each.value.route].resource_id"
+                    }
+                    "http_method" => {
+                        value == "aws_api_gateway_method.this[each.key].http_method"
+                            || value == "aws_api_gateway_method.this[each.value.route].http_method"
+                            || value
+                                == "aws_api_gateway_integration.this[each.value.route].http_method"
+                    }
+                    "status_code" => {
+                        value == "aws_api_gateway_method_response.this[each.key].status_code"
+                    }
+                    "for_each" => FOR_EACH.contains(&value),
+                    "uri" => value == URI,
+                    _ => false,
+                };
+                let allowed = tied || field(value, "each.value.") || field(value, "local.api.");
                 if !allowed {
-                    found.push(format!("api.tf:{}: {kind}: {line}", number + 1));
+                    found.push(format!("{}: {kind}: {line}", at()));
                 }
+            } else if depth == 1 && opens > 0 && !line.starts_with("endpoint_configuration") {
+                found.push(format!(
+                    "{}: {kind}: block `{line}` is not in the revision",
+                    at()
+                ));
             }
         }
         depth = (depth + opens).saturating_sub(closes);
@@ -140,25 +224,66 @@ fn unhashed_api_arguments(api_tf: &str) -> Vec<String> {
 /// Every argument a deployment snapshots is in the API revision.
 #[test]
 fn every_snapshotted_api_argument_is_in_the_revision() {
-    let api_tf = std::fs::read_to_string(project_root().join("terraform/api.tf")).unwrap();
-    assert_eq!(unhashed_api_arguments(&api_tf), Vec::<String>::new());
-    // The check finds an argument set in place, in any of those resources.
-    let edited = api_tf.replacen(
-        "  passthrough_behavior    = each.value.passthrough_behavior\n",
-        "  passthrough_behavior    = \"WHEN_NO_MATCH\"\n",
-        1,
+    let dir = project_root().join("terraform");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "tf") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            found.extend(unhashed_api_arguments(
+                &name,
+                &std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    assert_eq!(found, Vec::<String>::new());
+
+    // The check finds an argument set any other way, in any of them.
+    let api_tf = std::fs::read_to_string(dir.join("api.tf")).unwrap();
+    let check = |edited: String| {
+        assert_ne!(edited, api_tf, "api.tf changed: update the test");
+        unhashed_api_arguments("api.tf", &edited)
+    };
+    let passthrough = "  passthrough_behavior    = each.value.passthrough_behavior\n";
+    let bad_edits = [
+        api_tf.replacen(passthrough, "  passthrough_behavior    = \"WHEN_NO_MATCH\"\n", 1),
+        api_tf.replacen(
+            "  timeout_milliseconds    = each.value.timeout_milliseconds\n",
+            "  timeout_milliseconds    = each.value.timeout_milliseconds - 20000\n",
+            1,
+        ),
+        api_tf.replacen(
+            "  api_key_required = each.value.api_key_required\n",
+            "  api_key_required = each.value.api_key_required\n  authorizer_id    = \"abc\"\n",
+            1,
+        ),
+        api_tf.replacen(
+            "  for_each = local.integrations\n",
+            "  for_each = local.unhashed\n",
+            1,
+        ),
+        api_tf.replacen(
+            passthrough,
+            "  # }\n  passthrough_behavior    = \"WHEN_NO_MATCH\" # }\n",
+            1,
+        ),
+        api_tf.replacen(
+            passthrough,
+            "  passthrough_behavior    = each.value.passthrough_behavior\n  dynamic \"tls_config\" {\n  }\n",
+            1,
+        ),
+        api_tf.clone()
+            + "\nresource \"aws_api_gateway_method\" \"x\" { authorization = \"AWS_IAM\" }\n",
+        api_tf.clone() + "\nresource \"aws_api_gateway_gateway_response\" \"x\" {\n}\n",
+    ];
+    for edited in bad_edits {
+        let found = check(edited);
+        assert!(!found.is_empty(), "not found");
+    }
+    // An API resource in another file.
+    let elsewhere = unhashed_api_arguments(
+        "extra.tf",
+        "resource \"aws_api_gateway_method\" \"x\" {\n  authorization = each.value.authorization\n}\n",
     );
-    assert_ne!(
-        edited, api_tf,
-        "api.tf's integration changed: update the test"
-    );
-    let found = unhashed_api_arguments(&edited);
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert!(found[0].contains("aws_api_gateway_integration: passthrough_behavior"));
-    let edited = api_tf.replacen(
-        "  api_key_required = each.value.api_key_required\n",
-        "  api_key_required = each.value.api_key_required\n  authorizer_id    = \"abc\"\n",
-        1,
-    );
-    assert_eq!(unhashed_api_arguments(&edited).len(), 1);
+    assert_eq!(elsewhere.len(), 1, "{elsewhere:?}");
 }

@@ -163,11 +163,12 @@ fn set_prod_alias(stack: &Stack, function: &str, version: &str) {
     });
 }
 
-/// `cargo xtask publish`, paused just before its PublishVersion of `status`
-/// (the test seam `XTASK_TEST_PAUSE_BEFORE_PUBLISH`) while `change` runs:
-/// so the change lands after every check publish makes first. Its exit
-/// code and stderr.
-fn publish_while(stack: &Stack, change: impl FnOnce()) -> (Option<i32>, String) {
+/// `cargo xtask publish`, paused at `step` for `status` (the test seam
+/// `XTASK_TEST_PAUSE_DIR`: `checks`, before it reads `$LATEST` to check it;
+/// `publish`, just before its PublishVersion) while `change` runs: so the
+/// change lands after everything publish checked before that step. Its
+/// exit code and stderr.
+fn publish_while(stack: &Stack, step: &str, change: impl FnOnce()) -> (Option<i32>, String) {
     let pause = stack.local.join("pause");
     let _ = std::fs::remove_dir_all(&pause);
     std::fs::create_dir_all(&pause).unwrap();
@@ -175,7 +176,8 @@ fn publish_while(stack: &Stack, change: impl FnOnce()) -> (Option<i32>, String) 
         .arg("publish")
         .env("XTASK_LOCAL_DIR", &stack.local)
         .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
-        .env("XTASK_TEST_PAUSE_BEFORE_PUBLISH", &pause)
+        .env("XTASK_TEST_PAUSE_DIR", &pause)
+        .env("XTASK_TEST_PAUSE_AT", step)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -425,10 +427,24 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     stack.ok(&["verify"]);
     let pin_path = stack.local.join("terraform/prod.auto.tfvars.json");
     let pin = std::fs::read(&pin_path).unwrap();
-    // The code moves at that moment: PublishVersion carries the verified
+    // The code moves after publish compared staging with the receipt, before
+    // it reads $LATEST for the version: that read refuses it.
+    let (code, err) = publish_while(&stack, "checks", || upload_status(&stack, &v2));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "$LATEST holds {} now, not the verified {}",
+            short(&v2),
+            short(&v3)
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&pin_path).unwrap(), pin);
+    upload_status(&stack, &v3);
+    // The code moves just before PublishVersion: PublishVersion carries the verified
     // CodeSha256 and is refused (as AWS refuses it; the local stack's
     // emulator supplies that check). Nothing is pinned.
-    let (code, err) = publish_while(&stack, || upload_status(&stack, &v2));
+    let (code, err) = publish_while(&stack, "publish", || upload_status(&stack, &v2));
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("is different from current CodeSHA256 in $LATEST"),
@@ -441,7 +457,7 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     // The configuration moves at that moment (same code, so PublishVersion
     // succeeds): the version it made is not what was verified, and it is
     // not pinned.
-    let (code, err) = publish_while(&stack, || set_status_memory(&stack, 512));
+    let (code, err) = publish_while(&stack, "publish", || set_status_memory(&stack, 512));
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("$LATEST changed while publishing"), "{err}");
     assert_eq!(std::fs::read(&pin_path).unwrap(), pin);
@@ -452,7 +468,7 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     // An edit in terraform/ to the prod alias, not applied (as an edit of
     // lambda.tf would be; here a file of the user's in the local working
     // directory): a promotion that rides along is refused and named, and
-    // prod stays where it was.
+    // prod stays where it was; so is a plain apply.
     let edit = stack.local.join("terraform/prod_alias_override.tf");
     std::fs::write(
         &edit,
@@ -462,8 +478,14 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     let err = refused(&stack, &["publish"]);
     assert!(
         err.contains(
-            r#"aws_lambda_alias.prod["status"]: function_version "$LATEST", the promotion sets"#
+            r#"aws_lambda_alias.prod["status"]: function_version "$LATEST", prod's pin sets"#
         ),
+        "{err}"
+    );
+    let err = refused(&stack, &["apply"]);
+    assert!(
+        err.contains("the plan would move prod somewhere its pin")
+            && err.contains(r#"aws_lambda_alias.prod["status"]: function_version "$LATEST""#),
         "{err}"
     );
     assert_eq!(std::fs::read(&pin_path).unwrap(), pin);

@@ -185,6 +185,10 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
         let expected = target.code_sha256.get(function);
         match code {
             None => problems.push(format!("{function}: version {version} no longer exists")),
+            Some(_) if expected.is_none() => problems.push(format!(
+                "{function}: the history has no CodeSha256 for version {version}, so what it holds \
+                 cannot be checked"
+            )),
             Some(code) if expected.is_some_and(|hash| *hash != code.code_sha256) => {
                 problems.push(format!(
                     "{function}: version {version} holds {}, the history says {}",
@@ -260,6 +264,7 @@ async fn version_for(
     verified: &Running,
     dry_run: bool,
 ) -> Result<Version> {
+    pause(world, "checks", function).await?;
     let (latest, versions) = world.versions(function).await?;
     // AWS refuses PublishVersion on a CodeSha256 mismatch; the emulator does
     // not, so the check is ours too (and covers the configuration).
@@ -278,7 +283,14 @@ async fn version_for(
             again()
         );
     }
-    let state = crate::live::readiness(latest.state(), latest.last_update_status());
+    // ListVersionsByFunction leaves State and LastUpdateStatus out on AWS:
+    // $LATEST's own configuration has them.
+    let state = world
+        .aws
+        .function_version(function, "$LATEST")
+        .await?
+        .map(|latest| latest.state)
+        .unwrap_or_else(|| "-/-".to_owned());
     if !crate::live::is_ready(&state) {
         bail!(
             "{function}: $LATEST is {state} (State/LastUpdateStatus), not Active/Successful: it \
@@ -291,9 +303,11 @@ async fn version_for(
             && configuration_digest!(version) == verified.configuration
     };
     if let Some(existing) = versions.iter().rev().find(|version| snapshots_it(version)) {
-        return Ok(Version::Reused(
-            existing.version().unwrap_or_default().to_owned(),
-        ));
+        let version = existing.version().unwrap_or_default().to_owned();
+        if !dry_run {
+            wait_until_active(world, function, &version).await?;
+        }
+        return Ok(Version::Reused(version));
     }
     if dry_run {
         let next = versions
@@ -304,7 +318,7 @@ async fn version_for(
             + 1;
         return Ok(Version::WouldPublish(next.to_string()));
     }
-    pause_before_publishing(function).await?;
+    pause(world, "publish", function).await?;
     let published = world
         .aws
         .lambda
@@ -331,29 +345,55 @@ async fn version_for(
             again()
         );
     }
+    wait_until_active(world, function, &version).await?;
     Ok(Version::Published(version))
 }
 
-/// A test seam: with `XTASK_TEST_PAUSE_BEFORE_PUBLISH` naming a directory,
-/// `publish` writes `<dir>/<function>.ready` just before its PublishVersion
-/// and waits (up to two minutes) for `<dir>/<function>.go`, so a test can
-/// change the function at exactly that step and see the guards that come
-/// after the checks (the `CodeSha256` PublishVersion carries, the check of
-/// what it published) refuse. Unset, nothing waits.
-async fn pause_before_publishing(function: &str) -> Result<()> {
-    let Some(dir) = std::env::var_os("XTASK_TEST_PAUSE_BEFORE_PUBLISH") else {
+/// Waits (up to a minute) for a published version to be `Active`: one that
+/// is still `Pending` cannot serve prod yet.
+async fn wait_until_active(world: &World, function: &str, version: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let state = world
+            .aws
+            .function_version(function, version)
+            .await?
+            .map(|version| version.state)
+            .with_context(|| format!("{function}: version {version} is gone"))?;
+        if crate::live::is_ready(&state) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{function}: version {version} is {state} (State/LastUpdateStatus) after a minute, \
+                 not Active: nothing was pinned; publish again once it is"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+/// A test seam of the local stack: with `XTASK_TEST_PAUSE_DIR` naming a
+/// directory and `XTASK_TEST_PAUSE_AT` a step (`checks`: before publish
+/// reads `$LATEST` to check it against the receipt; `publish`: just before
+/// its PublishVersion), `publish` writes `<dir>/<function>.ready` at that
+/// step and waits (up to two minutes) for `<dir>/<function>.go`, so a test
+/// can change the function at exactly that step and see the guard that
+/// comes next refuse. Unset, and always on AWS, nothing waits.
+async fn pause(world: &World, step: &str, function: &str) -> Result<()> {
+    let Some(dir) = std::env::var_os("XTASK_TEST_PAUSE_DIR") else {
         return Ok(());
     };
+    if world.terraform.aws || std::env::var("XTASK_TEST_PAUSE_AT").as_deref() != Ok(step) {
+        return Ok(());
+    }
     let dir = std::path::PathBuf::from(dir);
     std::fs::write(dir.join(format!("{function}.ready")), b"")?;
     let go = dir.join(format!("{function}.go"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !go.exists() {
         if std::time::Instant::now() > deadline {
-            bail!(
-                "XTASK_TEST_PAUSE_BEFORE_PUBLISH: no {} within 120 s",
-                go.display()
-            );
+            bail!("XTASK_TEST_PAUSE_DIR: no {} within 120 s", go.display());
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
