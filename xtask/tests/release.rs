@@ -254,7 +254,7 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     // v1: verify, a dry run that changes nothing, publish.
     let verified = stack.ok(&["verify"]);
     assert!(
-        verified.contains("verified: 16/16 smoke cases passed"),
+        verified.contains("verified: 23/23 smoke cases passed"),
         "{verified}"
     );
     assert!(

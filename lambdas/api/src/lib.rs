@@ -25,6 +25,8 @@ use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+#[cfg(feature = "sdk")]
+pub mod sdk;
 pub mod testing;
 
 /// The request as the API Gateway request template delivers it.
@@ -114,6 +116,9 @@ pub enum ApiError {
     /// 400: the request is malformed; the message says what is wrong.
     #[error("{0}")]
     BadRequest(String),
+    /// 403: the request is understood and refused (on this stage, say).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such item, or no such route in this function.
     #[error("{0}")]
     NotFound(String),
@@ -143,6 +148,10 @@ impl ApiError {
         ApiError::BadRequest(message.into())
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::Forbidden(message.into())
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::NotFound(message.into())
     }
@@ -154,6 +163,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict { .. } => 409,
             ApiError::Internal(_) => 500,
@@ -163,6 +173,7 @@ impl ApiError {
     fn error_type(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Forbidden(_) => "Forbidden",
             ApiError::NotFound(_) => "NotFound",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::Internal(_) => "Internal",

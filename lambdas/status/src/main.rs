@@ -1,10 +1,17 @@
 //! `status`: `GET /status` describes the running instance (server time, when
 //! this instance started, the function version and alias it runs as, the
 //! stage); `GET /health` is the cheap check for load balancers and smoke tests.
+//!
+//! `GET /status?drill=KIND` fails on purpose, through the real error path
+//! (the function's error, the integration response, the gateway), so a
+//! deployed stage's error mapping can be checked on demand: `400`, `403`,
+//! `404`, `409` and `500` answer that status as an API error does;
+//! `timeout` runs past the function's timeout; `crash` exits the process.
+//! Staging only: on prod a drill is refused with a 403.
 
 use std::time::SystemTime;
 
-use api::{ApiError, Request};
+use api::{ApiError, Request, Stage};
 use serde_json::{Value, json};
 
 /// Facts about this execution environment, read once per cold start.
@@ -40,10 +47,78 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// What a drill asks for, checked before anything fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drill {
+    Status(u16),
+    Timeout,
+    Crash,
+}
+
+impl Drill {
+    /// The drill `kind` names on `stage`: refused on prod (403) and for a
+    /// kind there is none of (400).
+    fn parse(kind: &str, stage: Stage) -> Result<Drill, ApiError> {
+        if stage == Stage::Prod {
+            return Err(ApiError::forbidden(
+                "drills run on staging only: prod serves users",
+            ));
+        }
+        match kind {
+            "400" | "403" | "404" | "409" | "500" => {
+                Ok(Drill::Status(kind.parse().expect("a status from the list")))
+            }
+            "timeout" => Ok(Drill::Timeout),
+            "crash" => Ok(Drill::Crash),
+            other => Err(ApiError::bad_request(format!(
+                "unknown drill `{other}`: one of 400, 403, 404, 409, 500, timeout, crash"
+            ))),
+        }
+    }
+
+    fn run(self, deadline_ms: u64) -> ApiError {
+        match self {
+            Drill::Status(status) => {
+                let message = format!("drill: the {status} this stage answers for such an error");
+                match status {
+                    400 => ApiError::bad_request(message),
+                    403 => ApiError::forbidden(message),
+                    404 => ApiError::not_found(message),
+                    409 => ApiError::Conflict {
+                        message,
+                        current_lock_version: None,
+                    },
+                    _ => ApiError::internal(message),
+                }
+            }
+            Drill::Timeout => {
+                // Past the deadline Lambda stops the invocation (Sandbox.Timedout).
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64;
+                let left = deadline_ms.saturating_sub(now);
+                tracing::warn!(left_ms = left, "drill: running past the deadline");
+                // Blocking is fine: nothing else runs in this environment meanwhile.
+                std::thread::sleep(std::time::Duration::from_millis(left + 5_000));
+                ApiError::internal("drill: still running after the deadline")
+            }
+            Drill::Crash => {
+                tracing::error!("drill: crashing the process");
+                std::process::exit(70);
+            }
+        }
+    }
+}
+
 async fn handle(instance: &Instance, request: Request) -> Result<Value, ApiError> {
     let envelope = &request.envelope;
     let stage = envelope.stage()?;
     match envelope.route().as_str() {
+        "GET /status" if envelope.query.contains_key("drill") => {
+            let drill = Drill::parse(&envelope.query["drill"], stage)?;
+            Err(drill.run(request.context.deadline))
+        }
         "GET /status" => Ok(json!({
             "status": "ok",
             "server_time": rfc3339(SystemTime::now()),
