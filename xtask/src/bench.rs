@@ -20,6 +20,10 @@ pub struct BenchArgs {
     /// Timed saves per function (after one untimed save that warms the watch profile up).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
+    /// Instead: each function's cold start on the local host (the release
+    /// build's Init Duration, median of this many cold starts).
+    #[arg(long, value_name = "RUNS", value_parser = clap::value_parser!(u32).range(1..=100))]
+    cold_starts: Option<u32>,
 }
 
 /// An edit the bench saves, and how staging shows it is served.
@@ -85,6 +89,9 @@ struct Sample {
 }
 
 pub fn run(sh: &Shell, args: BenchArgs) -> Result<()> {
+    if let Some(runs) = args.cold_starts {
+        return cold_starts(sh, runs);
+    }
     let root = sh.current_dir();
     for edit in &EDITS {
         let file = edit.file;
@@ -353,4 +360,120 @@ mod tests {
             assert!(text.contains(edit.anchor), "{}: {}", edit.file, edit.anchor);
         }
     }
+}
+
+/// `cargo xtask bench --cold-starts RUNS`: builds for release, then cold-
+/// starts every function `runs` times on the local host (a new execution
+/// environment each time, as Lambda makes one), and prints each one's
+/// median Init Duration beside `status`'s. No emulator: init needs none
+/// (an invocation that reaches for DynamoDB fails fast, after init).
+fn cold_starts(sh: &Shell, runs: u32) -> Result<()> {
+    use crate::host::{FunctionVersion, Host, Limits, Log};
+    let root = sh.current_dir();
+    let xtask = std::env::current_exe()?;
+    let status = Command::new(&xtask).arg("build").status()?;
+    ensure!(status.success(), "cargo xtask build failed");
+    let artifacts = root.join(crate::build::OUT_DIR);
+    let manifest = crate::artifact::read_manifest(&artifacts.join("manifest.json"))?
+        .context("no build manifest")?;
+    let scratch = root.join("target/bench/cold");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let log = Log::file(&scratch.join("functions.log"))?;
+    // Nothing answers here: a call to AWS fails fast, after init.
+    let nowhere = vec![
+        (
+            "AWS_ENDPOINT_URL".to_owned(),
+            "http://127.0.0.1:9".to_owned(),
+        ),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "bench".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "bench".to_owned()),
+    ];
+    let runtime = crate::release::runtime()?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut medians: Vec<(String, f64, f64, f64)> = Vec::new();
+    for (name, artifact) in &manifest.functions {
+        let event_dir = root.join("events").join(name);
+        let event = ["health.json", "get-missing.json"]
+            .iter()
+            .map(|file| event_dir.join(file))
+            .find(|path| path.is_file())
+            .or_else(|| {
+                let mut samples: Vec<PathBuf> = std::fs::read_dir(&event_dir)
+                    .ok()?
+                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                    .filter(|path| !path.to_string_lossy().ends_with(".expected.json"))
+                    .collect();
+                samples.sort();
+                samples.into_iter().next()
+            })
+            .with_context(|| format!("{name} has no sample event in {}", event_dir.display()))?;
+        let payload = std::fs::read(&event)?;
+        let function = FunctionVersion {
+            name: format!("bench-{name}"),
+            version: "$LATEST".to_owned(),
+            arn: format!("arn:aws:lambda:us-east-1:123456789012:function:bench-{name}"),
+            code_sha256: artifact.code_sha256.clone(),
+            configuration: String::new(),
+            memory_mb: 128,
+            timeout: Duration::from_secs(10),
+            environment: [
+                ("USERS_TABLE_STAGING", "bench-staging"),
+                ("USERS_TABLE_PROD", "bench-prod"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            region: "us-east-1".to_owned(),
+            description: String::new(),
+            state: "Active/Successful".to_owned(),
+            reserved_concurrency: None,
+        };
+        let mut inits = Vec::new();
+        for _ in 0..runs {
+            let init = runtime.block_on(async {
+                let host = Host::new(
+                    artifacts.clone(),
+                    scratch.join("code"),
+                    nowhere.clone(),
+                    log.clone(),
+                    Limits::default(),
+                );
+                let invocation = host
+                    .invoke(&function, function.arn.clone(), payload.clone())
+                    .await;
+                host.retain(|_| false);
+                invocation.report.and_then(|report| report.init_duration)
+            });
+            inits.push(ms(
+                init.with_context(|| format!("{name}: no cold start reported"))?
+            ));
+        }
+        inits.sort_by(f64::total_cmp);
+        let median = inits[inits.len() / 2];
+        medians.push((name.clone(), median, inits[0], inits[inits.len() - 1]));
+    }
+    let status = medians
+        .iter()
+        .find(|(name, ..)| name == "status")
+        .map(|(_, median, ..)| *median);
+    let rows: Vec<Vec<String>> = medians
+        .iter()
+        .map(|(name, median, min, max)| {
+            vec![
+                name.clone(),
+                format!("{median:.2} ms"),
+                format!("{min:.2} .. {max:.2} ms"),
+                status
+                    .map(|status| format!("{:.2}x", median / status))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    println!("Init Duration, {runs} cold starts each (release builds, local host):");
+    print!(
+        "{}",
+        crate::build::table(&["function", "median", "range", "of status"], &rows)
+    );
+    Ok(())
 }

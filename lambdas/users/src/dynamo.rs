@@ -18,15 +18,6 @@ use crate::store::{StoreError, User, UserStore};
 
 type Item = HashMap<String, AttributeValue>;
 
-/// The HTTPS client for the SDK: rustls with ring, the CA roots of the
-/// system. Build it once per cold start, with the SDK config.
-pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
 /// The DynamoDB store. Clone the client, not the store: build it once per
 /// cold start.
 #[derive(Debug, Clone)]

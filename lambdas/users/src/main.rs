@@ -8,10 +8,7 @@ use users::{Tables, Users};
 async fn main() -> Result<(), lambda_runtime::Error> {
     api::init_logging();
     let tables = Tables::from_env()?;
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(users::dynamo::http_client())
-        .load()
-        .await;
+    let config = api::sdk::config().await;
     let users = Users {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&config)),
         tables,

@@ -86,7 +86,7 @@ fn client() -> Client {
         .region(Region::new("us-east-1"))
         .endpoint_url(&moto().endpoint)
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .http_client(users::dynamo::http_client())
+        .http_client(api::sdk::http_client())
         .build();
     Client::from_conf(config)
 }
@@ -405,7 +405,7 @@ async fn unreachable_store_is_a_backend_error() {
         .endpoint_url(format!("http://127.0.0.1:{port}"))
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-        .http_client(users::dynamo::http_client())
+        .http_client(api::sdk::http_client())
         .build();
     let store = DynamoStore::new(Client::from_conf(config));
     assert!(matches!(

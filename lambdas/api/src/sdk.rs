@@ -1,0 +1,75 @@
+//! The one way a function builds its AWS SDK clients (feature `sdk`): the
+//! SDK's configuration with an HTTPS client (rustls on ring) that trusts
+//! Mozilla's CA roots, compiled in.
+//!
+//! The SDK's default trust store is the system's: building the client (at
+//! init, on every cold start) reads the CA bundle and then every file of the
+//! certificate directory, about a thousand system calls before the first
+//! invocation. Compiled-in roots cost no I/O. They are the roots
+//! `webpki-root-certs` ships, which track Mozilla's list; a function that
+//! must trust a private CA adds it with its own trust store.
+
+use aws_config::SdkConfig;
+use aws_smithy_http_client::Builder;
+use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use base64::Engine;
+
+/// Mozilla's CA roots (`webpki-root-certs`) as one PEM bundle, the form
+/// the SDK's trust store takes.
+fn compiled_in_roots() -> Vec<u8> {
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let mut pem = String::with_capacity(webpki_root_certs::TLS_SERVER_ROOT_CERTS.len() * 2_200);
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let encoded = base64.encode(cert.as_ref());
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.into_bytes()
+}
+
+/// The HTTPS client every SDK client of a function uses: rustls on ring,
+/// the compiled-in roots, no system trust store.
+pub fn http_client() -> SharedHttpClient {
+    let trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(compiled_in_roots());
+    let tls = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("a trust store of PEM certificates is a valid TLS context");
+    Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .tls_context(tls)
+        .build_https()
+}
+
+/// The SDK's configuration from the environment (region, credentials, and
+/// `AWS_ENDPOINT_URL` on the local stack), with [`http_client`]: build it
+/// once per cold start, and every client from it.
+pub async fn config() -> SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client())
+        .load()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compiled_in_roots_are_a_pem_bundle_of_every_root() {
+        let pem = String::from_utf8(compiled_in_roots()).unwrap();
+        let count = pem.matches("-----BEGIN CERTIFICATE-----").count();
+        assert_eq!(count, webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        assert!(count > 100, "{count} roots");
+        assert!(pem.lines().all(|line| line.len() <= 64));
+        // The client builds with them (the trust store parses the bundle).
+        let _client = http_client();
+    }
+}
