@@ -341,27 +341,6 @@ fn print_table(samples: &[Sample], runs: u32) {
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cycle_line_gives_its_phases() {
-        let line = "==> watch: lambdas/status/src/main.rs: compiled status in 0.8 s, packaged in \
-                    0.1 s, applied status's code in 11.7 s (Apply complete! ...); staging serves \
-                    status 6124d9712137 after 12.6 s";
-        assert_eq!(phases(line), [0.8, 0.1, 11.7]);
-    }
-
-    #[test]
-    fn the_edits_still_find_their_anchors() {
-        for edit in &EDITS {
-            let text = std::fs::read_to_string(crate::project_root().join(edit.file)).unwrap();
-            assert!(text.contains(edit.anchor), "{}: {}", edit.file, edit.anchor);
-        }
-    }
-}
-
 /// `cargo xtask bench --cold-starts RUNS`: builds for release, then cold-
 /// starts every function `runs` times on the local host (a new execution
 /// environment each time, as Lambda makes one), and prints each one's
@@ -476,4 +455,25 @@ fn cold_starts(sh: &Shell, runs: u32) -> Result<()> {
         crate::build::table(&["function", "median", "range", "of status"], &rows)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_line_gives_its_phases() {
+        let line = "==> watch: lambdas/status/src/main.rs: compiled status in 0.8 s, packaged in \
+                    0.1 s, applied status's code in 11.7 s (Apply complete! ...); staging serves \
+                    status 6124d9712137 after 12.6 s";
+        assert_eq!(phases(line), [0.8, 0.1, 11.7]);
+    }
+
+    #[test]
+    fn the_edits_still_find_their_anchors() {
+        for edit in &EDITS {
+            let text = std::fs::read_to_string(crate::project_root().join(edit.file)).unwrap();
+            assert!(text.contains(edit.anchor), "{}: {}", edit.file, edit.anchor);
+        }
+    }
 }

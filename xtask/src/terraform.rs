@@ -540,8 +540,9 @@ fn tf_files_below(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// `line` without its comment (`#` or `//` outside a string).
-fn without_comment(line: &str) -> &str {
+/// `line` of a `.tf` file without its comment (`#` or `//` outside a
+/// string).
+pub fn without_comment(line: &str) -> &str {
     let mut quoted = false;
     let bytes = line.as_bytes();
     for (at, byte) in bytes.iter().enumerate() {

@@ -91,21 +91,6 @@ const UNCOVERED: [&str; 7] = [
     "aws_api_gateway_documentation_version",
 ];
 
-/// `line` without its comment (`#` or `//` outside a string).
-fn code(line: &str) -> &str {
-    let mut quoted = false;
-    let bytes = line.as_bytes();
-    for (at, byte) in bytes.iter().enumerate() {
-        match byte {
-            b'"' if at == 0 || bytes[at - 1] != b'\\' => quoted = !quoted,
-            b'#' if !quoted => return &line[..at],
-            b'/' if !quoted && bytes.get(at + 1) == Some(&b'/') => return &line[..at],
-            _ => {}
-        }
-    }
-    line
-}
-
 /// The arguments of the API resources in the `.tf` file `name` (what a
 /// deployment snapshots) that do not come from the locals
 /// `local.api_revision` hashes: each must be exactly `each.value.FIELD` of
@@ -136,7 +121,7 @@ fn unhashed_api_arguments(name: &str, text: &str) -> Vec<String> {
     // The depth of a lifecycle block being skipped (its conditions are checks).
     let mut skipping: Option<usize> = None;
     for (number, line) in text.lines().enumerate() {
-        let line = code(line).trim();
+        let line = crate::terraform::without_comment(line).trim();
         let at = || format!("{name}:{}", number + 1);
         if depth == 0 {
             let kind = line

@@ -498,7 +498,7 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     // the emulator does not implement UpdateIntegration, so it cannot be
     // applied here.)
     let edit = stack.local.join("terraform/integration_override.tf");
-    std::fs::write(&edit, INTEGRATION_WITH_ANOTHER_TIMEOUT).unwrap();
+    std::fs::write(&edit, integration_with_another_timeout()).unwrap();
     let (code, preview) = plan(&stack);
     assert_eq!(code, 2, "{preview}");
     assert!(
@@ -515,15 +515,24 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     assert_plan_empty(&stack);
 }
 
-/// `local.integration` of `terraform/api.tf` with a 5 s timeout.
-const INTEGRATION_WITH_ANOTHER_TIMEOUT: &str = r#"locals {
-  integration = {
-    type                    = "AWS"
-    integration_http_method = "POST"
-    uri                     = "%s:$${stageVariables.stage}/invocations"
-    request_templates       = { "application/json" = local.request_template }
-    passthrough_behavior    = "NEVER"
-    timeout_milliseconds    = 5000
-  }
+/// `local.integration` of `terraform/api.tf` (the block as it is there) with
+/// a 5 s timeout, as an override file's `locals` block.
+fn integration_with_another_timeout() -> String {
+    let api_tf =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/api.tf"))
+            .unwrap();
+    let start = api_tf
+        .find("  integration = {\n")
+        .expect("local.integration in api.tf");
+    let end = start + api_tf[start..].find("\n  }\n").expect("its end") + "\n  }\n".len();
+    let block = &api_tf[start..end];
+    let edited = block.replace(
+        "timeout_milliseconds = 29000",
+        "timeout_milliseconds = 5000",
+    );
+    assert_ne!(
+        edited, block,
+        "local.integration has no 29 s timeout any more: update the test"
+    );
+    format!("locals {{\n{edited}}}\n")
 }
-"#;

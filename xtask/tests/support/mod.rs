@@ -32,19 +32,7 @@ impl Stack {
     }
 
     pub fn xtask(&self, args: &[&str]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(args)
-            .env("XTASK_LOCAL_DIR", &self.local)
-            .env("XTASK_ARTIFACTS_DIR", &self.artifacts)
-            .envs(self.env.iter().cloned())
-            .output()
-            .unwrap();
-        eprintln!(
-            "$ cargo xtask {}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+        self.xtask_with(args, &[])
     }
 
     /// `cargo xtask ARGS` with `env` besides the stack's own.
