@@ -374,17 +374,21 @@ async fn wait_until_active(world: &World, function: &str, version: &str) -> Resu
 }
 
 /// A test seam of the local stack: with `XTASK_TEST_PAUSE_DIR` naming a
-/// directory and `XTASK_TEST_PAUSE_AT` a step (`checks`: before publish
-/// reads `$LATEST` to check it against the receipt; `publish`: just before
-/// its PublishVersion), `publish` writes `<dir>/<function>.ready` at that
-/// step and waits (up to two minutes) for `<dir>/<function>.go`, so a test
-/// can change the function at exactly that step and see the guard that
-/// comes next refuse. Unset, and always on AWS, nothing waits.
+/// directory, `XTASK_TEST_PAUSE_AT` a step (`checks`: before publish reads
+/// `$LATEST` to check it against the receipt; `publish`: just before its
+/// PublishVersion) and `XTASK_TEST_PAUSE_FUNCTION` a Lambda function,
+/// `publish` writes `<dir>/<function>.ready` at that step of that function
+/// and waits (up to two minutes) for `<dir>/<function>.go`, so a test can
+/// change the function at exactly that step and see the guard that comes
+/// next refuse. Unset, and always on AWS, nothing waits.
 async fn pause(world: &World, step: &str, function: &str) -> Result<()> {
     let Some(dir) = std::env::var_os("XTASK_TEST_PAUSE_DIR") else {
         return Ok(());
     };
-    if world.terraform.aws || std::env::var("XTASK_TEST_PAUSE_AT").as_deref() != Ok(step) {
+    if world.terraform.aws
+        || std::env::var("XTASK_TEST_PAUSE_AT").as_deref() != Ok(step)
+        || std::env::var("XTASK_TEST_PAUSE_FUNCTION").as_deref() != Ok(function)
+    {
         return Ok(());
     }
     let dir = std::path::PathBuf::from(dir);
