@@ -9,6 +9,9 @@ locals {
     "GET /user/{id}"    = "users"
     "POST /user/{id}"   = "users"
     "DELETE /user/{id}" = "users"
+    "POST /chirps"      = "chirps"
+    "GET /chirps"       = "chirps"
+    "GET /chirps/count" = "chirps"
   }
 
   # The statuses functions answer with as "<status>: <json>" errors

@@ -20,8 +20,10 @@ locals {
 
   # The stage-to-table configuration every function receives.
   environment = {
-    USERS_TABLE_STAGING = aws_dynamodb_table.users["staging"].name
-    USERS_TABLE_PROD    = aws_dynamodb_table.users["prod"].name
+    USERS_TABLE_STAGING  = aws_dynamodb_table.users["staging"].name
+    USERS_TABLE_PROD     = aws_dynamodb_table.users["prod"].name
+    CHIRPS_TABLE_STAGING = aws_dynamodb_table.chirps["staging"].name
+    CHIRPS_TABLE_PROD    = aws_dynamodb_table.chirps["prod"].name
   }
 }
 

@@ -23,6 +23,11 @@ output "table_names" {
   value       = { for stage, table in aws_dynamodb_table.users : stage => table.name }
 }
 
+output "chirps_table_names" {
+  description = "Chirps table of each stage."
+  value       = { for stage, table in aws_dynamodb_table.chirps : stage => table.name }
+}
+
 output "region" {
   description = "Region everything is deployed in."
   value       = var.region

@@ -206,6 +206,7 @@ fn the_local_gateway_serves_what_terraform_applied() {
         "build",
         "--out-dir",
         &artifacts,
+        "chirps",
         "status",
         "users",
         "faulty",

@@ -178,6 +178,7 @@ fn publish_while(stack: &Stack, step: &str, change: impl FnOnce()) -> (Option<i3
         .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
         .env("XTASK_TEST_PAUSE_DIR", &pause)
         .env("XTASK_TEST_PAUSE_AT", step)
+        .env("XTASK_TEST_PAUSE_FUNCTION", "rust-lambda-api-status")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -254,7 +255,7 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     // v1: verify, a dry run that changes nothing, publish.
     let verified = stack.ok(&["verify"]);
     assert!(
-        verified.contains("verified: 23/23 smoke cases passed"),
+        verified.contains("verified: 32/32 smoke cases passed"),
         "{verified}"
     );
     assert!(

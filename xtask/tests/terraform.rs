@@ -123,16 +123,18 @@ output "aliased_account" {
         "a prod alias exists before anything was published"
     );
     for (stage, pitr) in [("staging", false), ("prod", true)] {
-        let table = values(&state, &format!("aws_dynamodb_table.users[\"{stage}\"]"));
-        assert_eq!(table["billing_mode"], "PAY_PER_REQUEST");
-        assert_eq!(
-            table["point_in_time_recovery"][0]["enabled"], pitr,
-            "{stage}"
-        );
+        for kind in ["users", "chirps"] {
+            let table = values(&state, &format!("aws_dynamodb_table.{kind}[\"{stage}\"]"));
+            assert_eq!(table["billing_mode"], "PAY_PER_REQUEST");
+            assert_eq!(
+                table["point_in_time_recovery"][0]["enabled"], pitr,
+                "{kind} {stage}"
+            );
+        }
     }
 
-    // The policy: exactly the item actions the code uses on exactly the two
-    // tables, and writing to the functions' own log groups.
+    // The policy: exactly the item actions each function's code uses on
+    // exactly its two tables, and writing to the functions' own log groups.
     let policy = values(&state, "aws_iam_role_policy.this")["policy"]
         .as_str()
         .unwrap();
@@ -160,10 +162,16 @@ output "aliased_account" {
     }
     let arn = |address: &str| values(&state, address)["arn"].as_str().unwrap().to_owned();
     let mut expected = BTreeSet::new();
-    for stage in ["staging", "prod"] {
-        let table = arn(&format!("aws_dynamodb_table.users[\"{stage}\"]"));
-        for action in ["GetItem", "UpdateItem"] {
-            expected.insert((format!("dynamodb:{action}"), table.clone()));
+    let items = [
+        ("users", &["GetItem", "UpdateItem"][..]),
+        ("chirps", &["GetItem", "PutItem", "Query", "UpdateItem"][..]),
+    ];
+    for (kind, actions) in items {
+        for stage in ["staging", "prod"] {
+            let table = arn(&format!("aws_dynamodb_table.{kind}[\"{stage}\"]"));
+            for action in actions {
+                expected.insert((format!("dynamodb:{action}"), table.clone()));
+            }
         }
     }
     for name in manifest["functions"].as_object().unwrap().keys() {

@@ -1,95 +1,18 @@
 //! The DynamoDB store against a real DynamoDB API over HTTP: the moto
-//! emulator, started on a free loopback port for this test binary.
+//! emulator (`testkit::moto`), started on a free loopback port for this
+//! test binary.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
+use testkit::moto::{dynamodb as client, unreachable_dynamodb};
 use users::dynamo::DynamoStore;
 use users::samples;
 use users::store::{StoreError, User, UserStore};
 use users::{Tables, Users};
-
-/// The moto emulator on loopback, shared by the tests of this binary.
-struct Moto {
-    endpoint: String,
-    _server: Child,
-}
-
-/// Serves moto one request at a time, as the local stack does (the script
-/// says why), exiting when its stdin closes: when the test binary exits,
-/// however it exits.
-const SERVE_MOTO: &str = include_str!("../../../xtask/src/serve_moto.py");
-
-/// The Python that has moto: `$MOTO_PYTHON` (a virtualenv's, say), else `python3`.
-fn python() -> String {
-    std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
-
-fn moto() -> &'static Moto {
-    static MOTO: OnceLock<Moto> = OnceLock::new();
-    MOTO.get_or_init(|| {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log_path = std::env::temp_dir().join(format!("moto-{port}.log"));
-        let mut server = Command::new(python())
-            .args([
-                "-c",
-                SERVE_MOTO,
-                "127.0.0.1",
-                &port.to_string(),
-                "--exit-with-stdin",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot run {}: {err}", python()));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Some(status) = server.try_wait().unwrap() {
-                panic!(
-                    "moto exited ({status}) before listening. Is it installed for {}? \
-                     The README's test command installs it. Its output:\n{}",
-                    python(),
-                    log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto did not listen on 127.0.0.1:{port} within 60 s:\n{}",
-                log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _server: server,
-        }
-    })
-}
-
-fn client() -> Client {
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&moto().endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .http_client(api::sdk::http_client())
-        .build();
-    Client::from_conf(config)
-}
 
 /// A new table, keyed like the real one (`id`, a string).
 async fn create_table(client: &Client, name: &str) {
@@ -394,20 +317,7 @@ async fn concurrent_increments_lose_nothing() {
 /// the API), never a conflict or a "not found".
 #[tokio::test]
 async fn unreachable_store_is_a_backend_error() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
-        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-        .http_client(api::sdk::http_client())
-        .build();
-    let store = DynamoStore::new(Client::from_conf(config));
+    let store = DynamoStore::new(unreachable_dynamodb());
     assert!(matches!(
         store.get("users-staging", "grace001").await,
         Err(StoreError::Backend(_))
