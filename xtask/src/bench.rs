@@ -399,6 +399,8 @@ fn cold_starts(sh: &Shell, runs: u32) -> Result<()> {
             environment: [
                 ("USERS_TABLE_STAGING", "bench-staging"),
                 ("USERS_TABLE_PROD", "bench-prod"),
+                ("CHIRPS_TABLE_STAGING", "bench-staging"),
+                ("CHIRPS_TABLE_PROD", "bench-prod"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -422,11 +424,23 @@ fn cold_starts(sh: &Shell, runs: u32) -> Result<()> {
                     .invoke(&function, function.arn.clone(), payload.clone())
                     .await;
                 host.retain(|_| false);
-                invocation.report.and_then(|report| report.init_duration)
+                (
+                    invocation.outcome,
+                    invocation.report.and_then(|report| report.init_duration),
+                )
             });
-            inits.push(ms(
-                init.with_context(|| format!("{name}: no cold start reported"))?
-            ));
+            // An init that failed (a missing variable, say) is no cold start.
+            if let crate::host::Outcome::FunctionError { error_type, .. } = &init.0
+                && error_type.starts_with("Runtime.Init")
+            {
+                bail!(
+                    "{name}: its init failed ({error_type}): see {}",
+                    scratch.join("functions.log").display()
+                );
+            }
+            inits.push(ms(init
+                .1
+                .with_context(|| format!("{name}: no cold start reported"))?));
         }
         inits.sort_by(f64::total_cmp);
         let median = inits[inits.len() / 2];

@@ -1,18 +1,26 @@
 //! The one way a function builds its AWS SDK clients (feature `sdk`): the
 //! SDK's configuration with an HTTPS client (rustls on ring) that trusts
-//! Mozilla's CA roots, compiled in.
+//! Mozilla's CA roots, compiled in, and builds its TLS configuration once,
+//! on first use.
 //!
-//! The SDK's default trust store is the system's: building the client (at
-//! init, on every cold start) reads the CA bundle and then every file of the
-//! certificate directory, about a thousand system calls before the first
-//! invocation. Compiled-in roots cost no I/O. They are the roots
-//! `webpki-root-certs` ships, which track Mozilla's list; a function that
-//! must trust a private CA adds it with its own trust store.
+//! The SDK's default HTTPS client builds its TLS configuration when an SDK
+//! client is made, at init, on every cold start: it reads the system's CA
+//! bundle and then every file of the certificate directory (about a
+//! thousand system calls), and parses every root. Compiled-in roots cost no
+//! I/O; building them on the first request keeps the parsing out of init
+//! too (`cargo xtask bench --cold-starts` measures it). The roots are the
+//! ones `webpki-root-certs` ships, which track Mozilla's list; a function
+//! that must trust a private CA adds it with its own trust store.
+
+use std::sync::{Arc, OnceLock};
 
 use aws_config::SdkConfig;
 use aws_smithy_http_client::Builder;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use base64::Engine;
 
 /// Mozilla's CA roots (`webpki-root-certs`) as one PEM bundle, the form
@@ -33,8 +41,33 @@ fn compiled_in_roots() -> Vec<u8> {
 }
 
 /// The HTTPS client every SDK client of a function uses: rustls on ring,
-/// the compiled-in roots, no system trust store.
+/// the compiled-in roots, no system trust store, built on the first
+/// request rather than when an SDK client is made.
 pub fn http_client() -> SharedHttpClient {
+    SharedHttpClient::new(OnFirstUse::default())
+}
+
+/// An [`HttpClient`] that makes [`https`] on the first request. The SDK
+/// asks every client to prepare itself when an SDK client is made
+/// (`validate_base_client_config`, which the default client uses to build
+/// its TLS configuration); this one does nothing then.
+#[derive(Debug, Clone, Default)]
+struct OnFirstUse(Arc<OnceLock<SharedHttpClient>>);
+
+impl HttpClient for OnFirstUse {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0
+            .get_or_init(https)
+            .http_connector(settings, components)
+    }
+}
+
+/// The HTTPS client itself.
+fn https() -> SharedHttpClient {
     let trust = TrustStore::empty()
         .with_native_roots(false)
         .with_pem_certificate(compiled_in_roots());
