@@ -110,6 +110,50 @@ impl FromStr for Stage {
     }
 }
 
+/// The table of each stage, from the function's configuration: the
+/// variables `<PREFIX>_STAGING` and `<PREFIX>_PROD` (`USERS_TABLE_STAGING`,
+/// say), so no table name is ever built from request data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    pub staging: String,
+    pub prod: String,
+}
+
+impl Tables {
+    /// Reads `<prefix>_STAGING` and `<prefix>_PROD`; `what` names the
+    /// tables in the error (`users`).
+    pub fn from_env(prefix: &str, what: &str) -> Result<Self, String> {
+        Self::from_lookup(prefix, what, |name| std::env::var(name).ok())
+    }
+
+    /// Reads the two variables through `lookup`; both must be set and non-empty.
+    pub fn from_lookup(
+        prefix: &str,
+        what: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let var = |stage: &str| {
+            let name = format!("{prefix}_{stage}");
+            lookup(&name)
+                .filter(|value| !value.is_empty())
+                .ok_or_else(|| {
+                    format!("{name} is not set: it names the {what} table of that stage")
+                })
+        };
+        Ok(Tables {
+            staging: var("STAGING")?,
+            prod: var("PROD")?,
+        })
+    }
+
+    pub fn for_stage(&self, stage: Stage) -> &str {
+        match stage {
+            Stage::Staging => &self.staging,
+            Stage::Prod => &self.prod,
+        }
+    }
+}
+
 /// Why a request failed, as the client will see it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

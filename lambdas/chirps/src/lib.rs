@@ -25,7 +25,8 @@ pub mod store;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use api::{ApiError, Envelope, Request, Stage};
+pub use api::Tables;
+use api::{ApiError, Envelope, Request};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -213,43 +214,12 @@ pub fn parse(envelope: &Envelope) -> Result<Command, ApiError> {
     }
 }
 
-/// The table per stage, from the function's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tables {
-    pub staging: String,
-    pub prod: String,
-}
+/// The variables naming each stage's chirps table: `CHIRPS_TABLE_STAGING`, `CHIRPS_TABLE_PROD`.
+pub const TABLE_VARIABLES: &str = "CHIRPS_TABLE";
 
-impl Tables {
-    pub const STAGING_VAR: &str = "CHIRPS_TABLE_STAGING";
-    pub const PROD_VAR: &str = "CHIRPS_TABLE_PROD";
-
-    /// Reads `CHIRPS_TABLE_STAGING` and `CHIRPS_TABLE_PROD`.
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// Reads the two variables through `lookup`; both must be set and non-empty.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let var = |name: &str| {
-            lookup(name)
-                .filter(|value| !value.is_empty())
-                .ok_or_else(|| {
-                    format!("{name} is not set: it names the chirps table of that stage")
-                })
-        };
-        Ok(Tables {
-            staging: var(Self::STAGING_VAR)?,
-            prod: var(Self::PROD_VAR)?,
-        })
-    }
-
-    pub fn for_stage(&self, stage: Stage) -> &str {
-        match stage {
-            Stage::Staging => &self.staging,
-            Stage::Prod => &self.prod,
-        }
-    }
+/// Each stage's chirps table, from the function's configuration.
+pub fn tables_from_env() -> Result<Tables, String> {
+    Tables::from_env(TABLE_VARIABLES, "chirps")
 }
 
 /// A new chirp id: 128 bits from the operating system's generator, as

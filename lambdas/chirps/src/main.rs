@@ -1,13 +1,13 @@
 //! The `chirps` Lambda function: configuration and the DynamoDB client are
 //! built once per cold start, then every invocation goes to `Chirps::handle`.
 
+use chirps::Chirps;
 use chirps::dynamo::DynamoStore;
-use chirps::{Chirps, Tables};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     api::init_logging();
-    let tables = Tables::from_env()?;
+    let tables = chirps::tables_from_env()?;
     let config = api::sdk::config().await;
     let chirps = Chirps {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&config)),

@@ -1,3 +1,4 @@
+use api::Stage;
 use serde_json::json;
 
 use super::*;
@@ -319,17 +320,22 @@ fn each_stage_has_its_own_table_from_configuration() {
         ("CHIRPS_TABLE_STAGING", "chirps-s"),
         ("CHIRPS_TABLE_PROD", "chirps-p"),
     ];
-    let tables = Tables::from_lookup(env(BOTH)).unwrap();
+    let tables = Tables::from_lookup(TABLE_VARIABLES, "chirps", env(BOTH)).unwrap();
     assert_eq!(tables.for_stage(Stage::Staging), "chirps-s");
     assert_eq!(tables.for_stage(Stage::Prod), "chirps-p");
 
-    let missing = Tables::from_lookup(env(&[("CHIRPS_TABLE_STAGING", "s")])).unwrap_err();
+    let missing = Tables::from_lookup(
+        TABLE_VARIABLES,
+        "chirps",
+        env(&[("CHIRPS_TABLE_STAGING", "s")]),
+    )
+    .unwrap_err();
     assert!(
         missing.starts_with("CHIRPS_TABLE_PROD is not set"),
         "{missing}"
     );
     const EMPTY: &[(&str, &str)] = &[("CHIRPS_TABLE_STAGING", ""), ("CHIRPS_TABLE_PROD", "p")];
-    let empty = Tables::from_lookup(env(EMPTY)).unwrap_err();
+    let empty = Tables::from_lookup(TABLE_VARIABLES, "chirps", env(EMPTY)).unwrap_err();
     assert!(
         empty.starts_with("CHIRPS_TABLE_STAGING is not set"),
         "{empty}"

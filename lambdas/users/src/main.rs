@@ -1,13 +1,13 @@
 //! The `users` Lambda function: configuration and the DynamoDB client are
 //! built once per cold start, then every invocation goes to `Users::handle`.
 
+use users::Users;
 use users::dynamo::DynamoStore;
-use users::{Tables, Users};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     api::init_logging();
-    let tables = Tables::from_env()?;
+    let tables = users::tables_from_env()?;
     let config = api::sdk::config().await;
     let users = Users {
         store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&config)),

@@ -1,4 +1,4 @@
-use api::Envelope;
+use api::{Envelope, Stage};
 use serde_json::json;
 
 use super::*;
@@ -245,17 +245,22 @@ fn each_stage_has_its_own_table_from_configuration() {
         ("USERS_TABLE_STAGING", "users-s"),
         ("USERS_TABLE_PROD", "users-p"),
     ];
-    let tables = Tables::from_lookup(env(BOTH)).unwrap();
+    let tables = Tables::from_lookup(TABLE_VARIABLES, "users", env(BOTH)).unwrap();
     assert_eq!(tables.for_stage(Stage::Staging), "users-s");
     assert_eq!(tables.for_stage(Stage::Prod), "users-p");
 
-    let missing = Tables::from_lookup(env(&[("USERS_TABLE_STAGING", "users-s")])).unwrap_err();
+    let missing = Tables::from_lookup(
+        TABLE_VARIABLES,
+        "users",
+        env(&[("USERS_TABLE_STAGING", "users-s")]),
+    )
+    .unwrap_err();
     assert!(
         missing.starts_with("USERS_TABLE_PROD is not set"),
         "{missing}"
     );
     const EMPTY: &[(&str, &str)] = &[("USERS_TABLE_STAGING", ""), ("USERS_TABLE_PROD", "p")];
-    let empty = Tables::from_lookup(env(EMPTY)).unwrap_err();
+    let empty = Tables::from_lookup(TABLE_VARIABLES, "users", env(EMPTY)).unwrap_err();
     assert!(
         empty.starts_with("USERS_TABLE_STAGING is not set"),
         "{empty}"
