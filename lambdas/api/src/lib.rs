@@ -379,6 +379,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_stage_has_its_own_table_from_configuration() {
+        let env = |vars: &'static [(&str, &str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        const BOTH: &[(&str, &str)] = &[("T_STAGING", "t-s"), ("T_PROD", "t-p")];
+        let tables = Tables::from_lookup("T", "things", env(BOTH)).unwrap();
+        assert_eq!(tables.for_stage(Stage::Staging), "t-s");
+        assert_eq!(tables.for_stage(Stage::Prod), "t-p");
+        let missing = Tables::from_lookup("T", "things", env(&[("T_STAGING", "t-s")])).unwrap_err();
+        assert_eq!(
+            missing,
+            "T_PROD is not set: it names the things table of that stage"
+        );
+        const EMPTY: &[(&str, &str)] = &[("T_STAGING", ""), ("T_PROD", "p")];
+        let empty = Tables::from_lookup("T", "things", env(EMPTY)).unwrap_err();
+        assert!(empty.starts_with("T_STAGING is not set"), "{empty}");
+    }
+
+    #[test]
     fn error_message_round_trips_through_the_status_prefix() {
         let err = ApiError::bad_request(r#"name must not contain "quotes\" or 'these'"#);
         let diagnostic = err.into_diagnostic("req-1");

@@ -1,4 +1,3 @@
-use api::Stage;
 use serde_json::json;
 
 use super::*;
@@ -305,41 +304,6 @@ fn unknown_routes_are_404() {
         let err = parse(&envelope(method, resource, "", &[])).unwrap_err();
         assert_eq!(err.status(), 404, "{method} {resource}");
     }
-}
-
-#[test]
-fn each_stage_has_its_own_table_from_configuration() {
-    let env = |vars: &'static [(&str, &str)]| {
-        move |name: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    };
-    const BOTH: &[(&str, &str)] = &[
-        ("CHIRPS_TABLE_STAGING", "chirps-s"),
-        ("CHIRPS_TABLE_PROD", "chirps-p"),
-    ];
-    let tables = Tables::from_lookup(TABLE_VARIABLES, "chirps", env(BOTH)).unwrap();
-    assert_eq!(tables.for_stage(Stage::Staging), "chirps-s");
-    assert_eq!(tables.for_stage(Stage::Prod), "chirps-p");
-
-    let missing = Tables::from_lookup(
-        TABLE_VARIABLES,
-        "chirps",
-        env(&[("CHIRPS_TABLE_STAGING", "s")]),
-    )
-    .unwrap_err();
-    assert!(
-        missing.starts_with("CHIRPS_TABLE_PROD is not set"),
-        "{missing}"
-    );
-    const EMPTY: &[(&str, &str)] = &[("CHIRPS_TABLE_STAGING", ""), ("CHIRPS_TABLE_PROD", "p")];
-    let empty = Tables::from_lookup(TABLE_VARIABLES, "chirps", env(EMPTY)).unwrap_err();
-    assert!(
-        empty.starts_with("CHIRPS_TABLE_STAGING is not set"),
-        "{empty}"
-    );
 }
 
 /// A POST answers the chirp it saved: a new random id, the time now, and

@@ -1,4 +1,4 @@
-use api::{Envelope, Stage};
+use api::Envelope;
 use serde_json::json;
 
 use super::*;
@@ -230,41 +230,6 @@ fn unknown_routes_are_404() {
     put.method = "GET".into();
     put.resource = "/users".into();
     assert_eq!(parse(&put).unwrap_err().status(), 404);
-}
-
-#[test]
-fn each_stage_has_its_own_table_from_configuration() {
-    let env = |vars: &'static [(&str, &str)]| {
-        move |name: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    };
-    const BOTH: &[(&str, &str)] = &[
-        ("USERS_TABLE_STAGING", "users-s"),
-        ("USERS_TABLE_PROD", "users-p"),
-    ];
-    let tables = Tables::from_lookup(TABLE_VARIABLES, "users", env(BOTH)).unwrap();
-    assert_eq!(tables.for_stage(Stage::Staging), "users-s");
-    assert_eq!(tables.for_stage(Stage::Prod), "users-p");
-
-    let missing = Tables::from_lookup(
-        TABLE_VARIABLES,
-        "users",
-        env(&[("USERS_TABLE_STAGING", "users-s")]),
-    )
-    .unwrap_err();
-    assert!(
-        missing.starts_with("USERS_TABLE_PROD is not set"),
-        "{missing}"
-    );
-    const EMPTY: &[(&str, &str)] = &[("USERS_TABLE_STAGING", ""), ("USERS_TABLE_PROD", "p")];
-    let empty = Tables::from_lookup(TABLE_VARIABLES, "users", env(EMPTY)).unwrap_err();
-    assert!(
-        empty.starts_with("USERS_TABLE_STAGING is not set"),
-        "{empty}"
-    );
 }
 
 /// A refused request leaves the store exactly as it was.
