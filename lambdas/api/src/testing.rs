@@ -142,6 +142,27 @@ pub fn contains(expected: &Value, actual: &Value) -> Result<(), String> {
     }
 }
 
+/// Judges what a function's `parse` made of `input`: the command `expected`,
+/// or a 400 whose message contains the fragment `expected` names.
+#[track_caller]
+pub fn check_parsed<C: std::fmt::Debug + PartialEq>(
+    input: &str,
+    result: Result<C, crate::ApiError>,
+    expected: Result<C, &str>,
+) {
+    match (result, expected) {
+        (Ok(command), Ok(want)) => assert_eq!(command, want, "{input}"),
+        (Err(err), Err(fragment)) => {
+            assert_eq!(err.status(), 400, "{input}: {err}");
+            assert!(
+                err.to_string().contains(fragment),
+                "{input}: `{err}` lacks `{fragment}`"
+            );
+        }
+        (other, want) => panic!("{input}: got {other:?}, expected {want:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,25 +23,12 @@ async fn every_page_size_lists_each_chirp_once_newest_first() {
 
 /// `parse` of a POST body: the command, or the 400 message fragment.
 fn check_post(body: &str, expected: Result<(&str, &str), &str>) {
+    let expected = expected.map(|(author, text)| Command::Post {
+        author: author.into(),
+        text: text.into(),
+    });
     let result = parse(&envelope("POST", "/chirps", body, &[]));
-    match (result, expected) {
-        (Ok(command), Ok((author, text))) => assert_eq!(
-            command,
-            Command::Post {
-                author: author.into(),
-                text: text.into()
-            },
-            "{body}"
-        ),
-        (Err(err), Err(fragment)) => {
-            assert_eq!(err.status(), 400, "{body}: {err}");
-            assert!(
-                err.to_string().contains(fragment),
-                "{body}: `{err}` lacks `{fragment}`"
-            );
-        }
-        (other, want) => panic!("{body}: got {other:?}, expected {want:?}"),
-    }
+    api::testing::check_parsed(body, result, expected);
 }
 
 #[test]

@@ -71,17 +71,7 @@ fn envelope(method: &str, id: &str, body: &str, query: &[(&str, &str)]) -> Envel
 /// `parse` of a POST body: the command, or the 400 message fragment.
 fn check_post(body: &str, expected: Result<Command, &str>) {
     let result = parse(&envelope("POST", "abcdefgh", body, &[]));
-    match (result, expected) {
-        (Ok(command), Ok(want)) => assert_eq!(command, want, "{body}"),
-        (Err(err), Err(fragment)) => {
-            assert_eq!(err.status(), 400, "{body}: {err}");
-            assert!(
-                err.to_string().contains(fragment),
-                "{body}: `{err}` lacks `{fragment}`"
-            );
-        }
-        (other, want) => panic!("{body}: got {other:?}, expected {want:?}"),
-    }
+    api::testing::check_parsed(body, result, expected);
 }
 
 #[test]
