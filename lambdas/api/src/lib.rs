@@ -120,8 +120,8 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// Reads `<prefix>_STAGING` and `<prefix>_PROD`; `what` names the
-    /// tables in the error (`users`).
+    /// Reads `<prefix>_STAGING` and `<prefix>_PROD`; `what` names them in
+    /// the error (`users table`).
     pub fn from_env(prefix: &str, what: &str) -> Result<Self, String> {
         Self::from_lookup(prefix, what, |name| std::env::var(name).ok())
     }
@@ -136,9 +136,7 @@ impl Tables {
             let name = format!("{prefix}_{stage}");
             lookup(&name)
                 .filter(|value| !value.is_empty())
-                .ok_or_else(|| {
-                    format!("{name} is not set: it names the {what} table of that stage")
-                })
+                .ok_or_else(|| format!("{name} is not set: it names the {what} of that stage"))
         };
         Ok(Tables {
             staging: var("STAGING")?,
@@ -388,16 +386,17 @@ mod tests {
             }
         };
         const BOTH: &[(&str, &str)] = &[("T_STAGING", "t-s"), ("T_PROD", "t-p")];
-        let tables = Tables::from_lookup("T", "things", env(BOTH)).unwrap();
+        let tables = Tables::from_lookup("T", "things table", env(BOTH)).unwrap();
         assert_eq!(tables.for_stage(Stage::Staging), "t-s");
         assert_eq!(tables.for_stage(Stage::Prod), "t-p");
-        let missing = Tables::from_lookup("T", "things", env(&[("T_STAGING", "t-s")])).unwrap_err();
+        let missing =
+            Tables::from_lookup("T", "things table", env(&[("T_STAGING", "t-s")])).unwrap_err();
         assert_eq!(
             missing,
             "T_PROD is not set: it names the things table of that stage"
         );
         const EMPTY: &[(&str, &str)] = &[("T_STAGING", ""), ("T_PROD", "p")];
-        let empty = Tables::from_lookup("T", "things", env(EMPTY)).unwrap_err();
+        let empty = Tables::from_lookup("T", "things table", env(EMPTY)).unwrap_err();
         assert!(empty.starts_with("T_STAGING is not set"), "{empty}");
     }
 

@@ -219,7 +219,7 @@ pub const TABLE_VARIABLES: &str = "CHIRPS_TABLE";
 
 /// Each stage's chirps table, from the function's configuration.
 pub fn tables_from_env() -> Result<Tables, String> {
-    Tables::from_env(TABLE_VARIABLES, "chirps")
+    Tables::from_env(TABLE_VARIABLES, "chirps table")
 }
 
 /// A new chirp id: 128 bits from the operating system's generator, as

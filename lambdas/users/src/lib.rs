@@ -179,7 +179,7 @@ pub const TABLE_VARIABLES: &str = "USERS_TABLE";
 
 /// Each stage's users table, from the function's configuration.
 pub fn tables_from_env() -> Result<Tables, String> {
-    Tables::from_env(TABLE_VARIABLES, "users")
+    Tables::from_env(TABLE_VARIABLES, "users table")
 }
 
 /// The function: a store and the stage-to-table configuration.
