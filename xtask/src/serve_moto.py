@@ -48,5 +48,33 @@ def publish_version(self):
 
 LambdaResponse.publish_version = publish_version
 
+# UpdateMethod, which moto lacks (its 500 makes Terraform retry for ever):
+# the patch operations of the settings the local gateway reads (whether a
+# method needs an API key, its authorization type); any other is refused,
+# never ignored.
+import json
+
+from moto.apigateway.exceptions import BadRequestException
+from moto.apigateway.responses import APIGatewayResponse
+
+
+def update_method(self):
+    parts = self.path.split("/")
+    method = self.backend.get_method(parts[2], parts[4], parts[6])
+    for operation in self._get_param("patchOperations") or []:
+        path, value = operation.get("path"), operation.get("value")
+        if operation.get("op") != "replace":
+            raise BadRequestException(f"the local emulator cannot {operation.get('op')} {path}")
+        if path == "/apiKeyRequired":
+            method.api_key_required = str(value).lower() == "true"
+        elif path == "/authorizationType":
+            method.authorization_type = value
+        else:
+            raise BadRequestException(f"the local emulator cannot update a method's {path}")
+    return 200, {"status": 200}, json.dumps(method.to_json())
+
+
+APIGatewayResponse.update_method = update_method
+
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False)

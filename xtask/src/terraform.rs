@@ -606,7 +606,15 @@ fn provider_blocks(text: &str) -> Vec<(String, Option<String>)> {
 /// emulator with fake keys and no profile. Generated, never committed: the
 /// configuration in `terraform/` knows nothing of emulators.
 fn local_override(endpoint: &str, aliases: &[String]) -> String {
-    let services = ["apigateway", "dynamodb", "iam", "lambda", "logs", "sts"];
+    let services = [
+        "apigateway",
+        "dynamodb",
+        "iam",
+        "lambda",
+        "logs",
+        "s3",
+        "sts",
+    ];
     let endpoints: String = services
         .iter()
         .map(|service| format!("    {service:<10} = \"{endpoint}\"\n"))
@@ -623,6 +631,8 @@ fn local_override(endpoint: &str, aliases: &[String]) -> String {
   skip_credentials_validation = true
   skip_metadata_api_check     = true
   skip_region_validation      = true
+  # The emulator's buckets are paths of its one host name.
+  s3_use_path_style = true
 
   endpoints {{
 {endpoints}  }}
