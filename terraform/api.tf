@@ -2,16 +2,18 @@
 # methods, integrations and responses are generated from it, so adding a
 # route is one line and touches no other route's resources.
 locals {
-  # "METHOD /resource/path" = function that serves it.
+  # "METHOD /resource/path" = { function that serves it, and `api_key =
+  # true` where a caller needs an API key of the stage's usage plan
+  # (usage.tf) in its `x-api-key` header }.
   routes = {
-    "GET /status"       = "status"
-    "GET /health"       = "status"
-    "GET /user/{id}"    = "users"
-    "POST /user/{id}"   = "users"
-    "DELETE /user/{id}" = "users"
-    "POST /chirps"      = "chirps"
-    "GET /chirps"       = "chirps"
-    "GET /chirps/count" = "chirps"
+    "GET /status"       = { function = "status" }
+    "GET /health"       = { function = "status" }
+    "GET /user/{id}"    = { function = "users" }
+    "POST /user/{id}"   = { function = "users" }
+    "DELETE /user/{id}" = { function = "users" }
+    "POST /chirps"      = { function = "chirps" }
+    "GET /chirps"       = { function = "chirps" }
+    "GET /chirps/count" = { function = "chirps" }
   }
 
   # The statuses functions answer with as "<status>: <json>" errors
@@ -39,10 +41,11 @@ locals {
   request_template = file("${path.module}/templates/request.vtl")
 
   route = {
-    for key, function in local.routes : key => {
+    for key, route in local.routes : key => {
       method   = split(" ", key)[0]
       path     = split(" ", key)[1]
-      function = function
+      function = route.function
+      api_key  = try(route.api_key, false)
     }
   }
 
@@ -89,8 +92,7 @@ locals {
     endpoint_types = ["REGIONAL"]
   }
   method = {
-    authorization    = "NONE"
-    api_key_required = false
+    authorization = "NONE"
   }
   integration = {
     type                    = "AWS"
@@ -103,8 +105,9 @@ locals {
     timeout_milliseconds = 29000
   }
   methods = { for key, route in local.route : key => merge(local.method, {
-    path   = route.path
-    method = route.method
+    path             = route.path
+    method           = route.method
+    api_key_required = route.api_key
   }) }
   integrations = { for key, route in local.route : key => merge(local.integration, {
     function      = route.function

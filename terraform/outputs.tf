@@ -28,6 +28,11 @@ output "chirps_table_names" {
   value       = { for stage, table in aws_dynamodb_table.chirps : stage => table.name }
 }
 
+output "api_keys" {
+  description = "Each API key's id, by \"consumer/stage\" (the ids, not the secrets: `cargo xtask apikey` reads a value)."
+  value       = { for key, api_key in aws_api_gateway_api_key.this : key => api_key.id }
+}
+
 output "region" {
   description = "Region everything is deployed in."
   value       = var.region

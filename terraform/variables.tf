@@ -67,6 +67,36 @@ variable "throttling_burst_limit" {
   default     = 100
 }
 
+variable "usage_plan" {
+  description = "Each stage's usage plan, for the callers of key-required routes (per API key): steady requests per second, burst, and requests per day (UTC)."
+  type = object({
+    rate_limit  = number
+    burst_limit = number
+    daily_quota = number
+  })
+  default = {
+    rate_limit  = 10
+    burst_limit = 20
+    daily_quota = 10000
+  }
+
+  validation {
+    condition     = var.usage_plan.rate_limit > 0 && var.usage_plan.burst_limit >= 1 && var.usage_plan.daily_quota >= 1
+    error_message = "usage_plan: rate_limit above 0, burst_limit and daily_quota at least 1."
+  }
+}
+
+variable "api_key_consumers" {
+  description = "Who gets API keys: one key per name and stage (`cargo xtask apikey NAME --stage S` prints it)."
+  type        = set(string)
+  default     = ["example"]
+
+  validation {
+    condition     = alltrue([for consumer in var.api_key_consumers : can(regex("^[a-z][a-z0-9-]{0,30}$", consumer))])
+    error_message = "api_key_consumers: names of 1-31 characters of a-z, 0-9 and '-', starting with a letter."
+  }
+}
+
 variable "prod_release" {
   description = <<-EOT
     What the prod stage serves: the published version each function's `prod`

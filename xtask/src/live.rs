@@ -90,6 +90,8 @@ pub struct Applied {
     pub function_names: BTreeMap<String, String>,
     /// Stage -> its base URL.
     pub invoke_urls: BTreeMap<String, String>,
+    /// `"consumer/stage"` -> the id of that consumer's API key to that stage.
+    pub api_keys: BTreeMap<String, String>,
     /// The build directory the functions' zips came from.
     pub artifacts_dir: PathBuf,
 }
@@ -144,8 +146,21 @@ impl Applied {
                 .context("the function_names output")?,
             invoke_urls: serde_json::from_value(output("invoke_urls")?)
                 .context("the invoke_urls output")?,
+            // Stacks applied before API keys existed have no such output.
+            api_keys: match output("api_keys") {
+                Ok(keys) => serde_json::from_value(keys).context("the api_keys output")?,
+                Err(_) => BTreeMap::new(),
+            },
             artifacts_dir,
         })
+    }
+
+    /// The consumers with an API key to `stage`.
+    pub fn consumers(&self, stage: &str) -> Vec<&str> {
+        self.api_keys
+            .keys()
+            .filter_map(|key| key.strip_suffix(&format!("/{stage}")))
+            .collect()
     }
 
     /// The Lambda name of `function`, a manifest name (`status`) or already

@@ -75,6 +75,8 @@ enum Command {
     Rollback(release::publish::RollbackArgs),
     /// Show per function the code of $LATEST, what staging and prod run, the pin, and any drift.
     Status(release::status::StatusArgs),
+    /// Print a consumer's API key to a stage, for the routes that need one (`x-api-key`).
+    Apikey(release::apikey::ApikeyArgs),
 }
 
 /// The local stack's own directory (see `--local-dir`).
@@ -103,6 +105,7 @@ fn run(flags: Xtask) -> Result<ExitCode> {
         Command::Publish(args) => release::publish::publish(&sh, &local, args),
         Command::Rollback(args) => release::publish::rollback(&sh, &local, args),
         Command::Status(args) => release::status::run(&sh, &local, args),
+        Command::Apikey(args) => release::apikey::run(&sh, &local, args),
         Command::Build(args) => build::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
         Command::Emulator(args) => emulator::run(&sh, &local, args),

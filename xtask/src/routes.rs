@@ -1,9 +1,10 @@
 //! The route table: `local.routes` in `terraform/api.tf`, the one place the
-//! API's routes are declared (`"METHOD /path" = "function"`). Read here for
+//! API's routes are declared (`"METHOD /path" = { function = "NAME" }`, with
+//! `api_key = true` where a caller needs an API key). Read here for
 //! `cargo xtask new`, which validates routes against it and adds entries to
 //! it, and for the tests that hold the smoke suite and the functions to it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
@@ -104,6 +105,14 @@ impl Route {
     }
 }
 
+/// `"text"` without its quotes.
+fn unquote(text: &str) -> Option<String> {
+    text.trim()
+        .strip_prefix('"')
+        .and_then(|text| text.strip_suffix('"'))
+        .map(str::to_owned)
+}
+
 /// The route table of one `api.tf` text.
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -112,6 +121,10 @@ pub struct Table {
     end: usize,
     /// Route -> the function that serves it.
     pub routes: BTreeMap<Route, String>,
+    /// The routes that need an API key (read by the test that holds the
+    /// smoke suite to them).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub api_key: BTreeSet<Route>,
 }
 
 impl Table {
@@ -135,28 +148,42 @@ impl Table {
                 .context("the routes table does not end with `  }`")?
             + 1;
         let mut routes = BTreeMap::new();
+        let mut api_key = BTreeSet::new();
         for line in text[start..end].lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (key, function) = line
-                .split_once('=')
-                .with_context(|| format!("`{line}` is not `\"METHOD /path\" = \"function\"`"))?;
-            let unquote = |text: &str| {
-                text.trim()
-                    .strip_prefix('"')
-                    .and_then(|text| text.strip_suffix('"'))
-                    .map(str::to_owned)
-                    .with_context(|| format!("`{line}`: `{}` is not a quoted string", text.trim()))
-            };
-            let route = Route::parse(&unquote(key)?)?;
-            routes.insert(route, unquote(function)?);
+            let form = || format!("`{line}` is not `\"METHOD /path\" = {{ function = \"NAME\" }}`");
+            let (key, entry) = line.split_once('=').with_context(form)?;
+            let route = Route::parse(&unquote(key).with_context(form)?)?;
+            let fields = entry
+                .trim()
+                .strip_prefix('{')
+                .and_then(|entry| entry.strip_suffix('}'))
+                .with_context(form)?;
+            let mut function = None;
+            for field in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                match field.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                    Some(("function", value)) => {
+                        function = Some(unquote(value).with_context(form)?)
+                    }
+                    Some(("api_key", "true")) => {
+                        api_key.insert(route.clone());
+                    }
+                    Some(("api_key", "false")) => {}
+                    _ => anyhow::bail!(
+                        "`{line}`: `{field}` is neither `function = \"NAME\"` nor `api_key = true|false`"
+                    ),
+                }
+            }
+            routes.insert(route, function.with_context(form)?);
         }
         Ok(Table {
             text: text.to_owned(),
             end,
             routes,
+            api_key,
         })
     }
 
@@ -197,7 +224,12 @@ impl Table {
     pub fn with(&self, added: &[(Route, String)]) -> String {
         let lines: String = added
             .iter()
-            .map(|(route, function)| format!("    \"{}\" = \"{function}\"\n", route.key()))
+            .map(|(route, function)| {
+                format!(
+                    "    \"{}\" = {{ function = \"{function}\" }}\n",
+                    route.key()
+                )
+            })
             .collect();
         format!(
             "{}{lines}{}",
@@ -211,7 +243,7 @@ impl Table {
 mod tests {
     use super::*;
 
-    const API: &str = "locals {\n  # a comment\n  routes = {\n    \"GET /status\"    = \"status\"\n    \"GET /user/{id}\" = \"users\"\n\n    # more\n    \"POST /user/{id}\" = \"users\"\n  }\n\n  other = {\n    a = 1\n  }\n}\n";
+    const API: &str = "locals {\n  # a comment\n  routes = {\n    \"GET /status\"    = { function = \"status\" }\n    \"GET /user/{id}\" = { function = \"users\", api_key = false }\n\n    # more\n    \"POST /user/{id}\" = { function = \"users\", api_key = true }\n  }\n\n  other = {\n    a = 1\n  }\n}\n";
 
     fn route(key: &str) -> Route {
         Route::parse(key).unwrap()
@@ -233,6 +265,20 @@ mod tests {
                 ("POST /user/{id}".to_owned(), "users"),
             ]
         );
+        assert_eq!(
+            table.api_key.iter().map(Route::key).collect::<Vec<_>>(),
+            ["POST /user/{id}"]
+        );
+        for bad in [
+            "\"GET /x\" = \"x\"",
+            "\"GET /x\" = { api_key = true }",
+            "\"GET /x\" = { function = x }",
+            "\"GET /x\" = { function = \"x\", api_key = yes }",
+            "\"GET /x\" = { function = \"x\", memory = 1 }",
+        ] {
+            let text = API.replace("\"GET /status\"    = { function = \"status\" }", bad);
+            assert!(Table::parse(&text).is_err(), "{bad} was accepted");
+        }
         // The committed one, too.
         let committed = Table::read(&crate::project_root()).unwrap();
         assert!(committed.routes.contains_key(&route("GET /status")));
@@ -285,7 +331,7 @@ mod tests {
         let text = table.with(&[(route("GET /hello/{name}"), "hello".to_owned())]);
         assert!(
             text.contains(
-                "    \"POST /user/{id}\" = \"users\"\n    \"GET /hello/{name}\" = \"hello\"\n  }\n\n  other"
+                "    \"POST /user/{id}\" = { function = \"users\", api_key = true }\n    \"GET /hello/{name}\" = { function = \"hello\" }\n  }\n\n  other"
             ),
             "{text}"
         );

@@ -186,7 +186,10 @@ fn new_functions_and_watched_edits_reach_staging_not_prod() {
     assert!(made.contains("new function `hello`"), "{made}");
     let api = std::fs::read_to_string(workspace.join("terraform/api.tf")).unwrap();
     assert!(
-        api.contains("    \"GET /hello/{name}\" = \"hello\"\n"),
+        api.lines().any(
+            |line| line.trim_start().starts_with("\"GET /hello/{name}\" ")
+                && line.ends_with(" = { function = \"hello\" }")
+        ),
         "{api}"
     );
     let lock = std::fs::read_to_string(workspace.join("Cargo.lock")).unwrap();

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::limits::{Grant, Period, Quota, Throttle};
 use super::mapping::{SelectionPattern, Template};
 use crate::LocalDir;
 use crate::host::FunctionVersion;
@@ -41,6 +42,11 @@ pub struct Stage {
     /// The function each integration URI reaches from this stage, or why
     /// it reaches none (an alias that does not exist yet).
     pub targets: BTreeMap<String, Result<Target, String>>,
+    /// The stage's method throttling (its `*/*` method setting), each
+    /// method's own bucket.
+    pub throttle: Option<Throttle>,
+    /// What each API key (by its value) of the stage's usage plans grants.
+    pub keys: BTreeMap<String, Grant>,
 }
 
 /// What an integration invokes from a stage.
@@ -75,6 +81,8 @@ enum Segment {
 
 #[derive(Debug)]
 pub struct Integration {
+    /// Whether a caller needs an API key of the stage's usage plans.
+    pub api_key_required: bool,
     /// The Lambda invocation URI, stage variables unresolved.
     pub uri: String,
     pub timeout: Duration,
@@ -426,11 +434,14 @@ pub async fn load(aws: &Aws, applied: &Applied, local: &LocalDir) -> Result<Api>
         .map_err(aws_error)
         .context("reading the API's stages")?;
 
+    let grants = grants(aws, api_id).await?;
+
     let mut api = Api {
         stages: BTreeMap::new(),
     };
     for stage in stages.item.unwrap_or_default() {
         let name = stage.stage_name.clone().unwrap_or_default();
+        let throttle = stage_throttle(&name, stage.method_settings.as_ref())?;
         let revision = revision_of(stage.deployment_id().unwrap_or_default());
         let variables: BTreeMap<String, String> =
             stage.variables.unwrap_or_default().into_iter().collect();
@@ -464,15 +475,126 @@ pub async fn load(aws: &Aws, applied: &Applied, local: &LocalDir) -> Result<Api>
         api.stages.insert(
             name.clone(),
             Stage {
+                keys: grants.get(&name).cloned().unwrap_or_default(),
                 name,
                 variables,
                 revision,
                 routes: served,
                 targets,
+                throttle,
             },
         );
     }
     Ok(api)
+}
+
+/// A stage's method throttle: its `*/*` method setting (what
+/// `terraform/api.tf` declares). A setting for one method is refused, as
+/// the gateway would not enforce it.
+fn stage_throttle(
+    stage: &str,
+    settings: Option<&std::collections::HashMap<String, aws_sdk_apigateway::types::MethodSetting>>,
+) -> Result<Option<Throttle>> {
+    let mut throttle = None;
+    for (path, setting) in settings.into_iter().flatten() {
+        if path != "*/*" {
+            bail!(
+                "stage `{stage}` has method settings for `{path}`; the local gateway enforces \
+                 the stage-wide `*/*` throttle only"
+            );
+        }
+        throttle = Some(Throttle {
+            rate: setting.throttling_rate_limit(),
+            burst: f64::from(setting.throttling_burst_limit()),
+        });
+    }
+    Ok(throttle)
+}
+
+/// Every API key of the usage plans of API `api_id`'s stages, by stage and
+/// key value.
+async fn grants(aws: &Aws, api_id: &str) -> Result<BTreeMap<String, BTreeMap<String, Grant>>> {
+    let keys = aws
+        .apigateway
+        .get_api_keys()
+        .include_values(true)
+        .limit(500)
+        .send()
+        .await
+        .map_err(aws_error)
+        .context("reading the API keys")?;
+    let enabled: BTreeMap<&str, bool> = keys
+        .items()
+        .iter()
+        .filter_map(|key| Some((key.id()?, key.enabled())))
+        .collect();
+    let plans = aws
+        .apigateway
+        .get_usage_plans()
+        .limit(500)
+        .send()
+        .await
+        .map_err(aws_error)
+        .context("reading the usage plans")?;
+    let mut grants: BTreeMap<String, BTreeMap<String, Grant>> = BTreeMap::new();
+    for plan in plans.items() {
+        let stages: Vec<&str> = plan
+            .api_stages()
+            .iter()
+            .filter(|stage| stage.api_id() == Some(api_id))
+            .filter_map(|stage| stage.stage())
+            .collect();
+        if stages.is_empty() {
+            continue;
+        }
+        let plan_id = plan.id().unwrap_or_default();
+        let throttle = plan.throttle().map(|throttle| Throttle {
+            rate: throttle.rate_limit(),
+            burst: f64::from(throttle.burst_limit()),
+        });
+        let quota = match plan.quota() {
+            Some(quota) => {
+                let period = quota
+                    .period()
+                    .map(|period| period.as_str())
+                    .unwrap_or("DAY");
+                Some(Quota {
+                    limit: quota.limit().max(0) as u64,
+                    period: Period::parse(period).with_context(|| {
+                        format!("usage plan {plan_id}: quota period `{period}`")
+                    })?,
+                })
+            }
+            None => None,
+        };
+        let plan_keys = aws
+            .apigateway
+            .get_usage_plan_keys()
+            .usage_plan_id(plan_id)
+            .limit(500)
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("reading the keys of usage plan {plan_id}"))?;
+        for key in plan_keys.items() {
+            let (Some(key_id), Some(value)) = (key.id(), key.value()) else {
+                continue;
+            };
+            for stage in &stages {
+                grants.entry((*stage).to_owned()).or_default().insert(
+                    value.to_owned(),
+                    Grant {
+                        key_id: key_id.to_owned(),
+                        plan_id: plan_id.to_owned(),
+                        enabled: enabled.get(key_id).copied().unwrap_or(false),
+                        throttle,
+                        quota,
+                    },
+                );
+            }
+        }
+    }
+    Ok(grants)
 }
 
 /// After a local apply: record the applied API configuration under its
@@ -519,9 +641,6 @@ fn integration(method: &SnapshotMethod) -> Result<Integration> {
             "its authorization is {}; only NONE is emulated",
             method.authorization
         );
-    }
-    if method.api_key_required {
-        bail!("it requires an API key, which is not emulated");
     }
     let Some(kind) = &method.integration_type else {
         bail!("the method has no integration");
@@ -574,6 +693,7 @@ fn integration(method: &SnapshotMethod) -> Result<Integration> {
         }
     }
     Ok(Integration {
+        api_key_required: method.api_key_required,
         uri: uri.to_owned(),
         timeout: Duration::from_millis(method.timeout_ms.max(50) as u64),
         content_types: method

@@ -12,6 +12,10 @@
 //!
 //! - unknown stage: 403 `{"message":"Forbidden"}`; unknown resource or
 //!   method: 403 `{"message":"Missing Authentication Token"}`;
+//! - a key-required method without a valid key of the stage's usage plans
+//!   (`x-api-key`): 403 `{"message":"Forbidden"}`; over the key's quota:
+//!   429 `{"message":"Limit Exceeded"}`; over the key's or the stage's
+//!   throttle: 429 `{"message":"Too Many Requests"}` ([`limits`]);
 //! - body over 10 MB: 413; content type without a template (passthrough
 //!   `NEVER`): 415;
 //! - the integration's timeout passed: 504; the function could not be
@@ -19,6 +23,7 @@
 //!   responses (here, a crash or timeout is the configuration's 502).
 
 pub mod config;
+pub mod limits;
 pub mod mapping;
 
 use std::collections::BTreeMap;
@@ -53,6 +58,7 @@ pub struct Gateway {
     pub host: Arc<Host>,
     loaded: tokio::sync::RwLock<Loaded>,
     reloading: tokio::sync::Mutex<()>,
+    limiter: std::sync::Mutex<limits::Limiter>,
 }
 
 struct Loaded {
@@ -78,6 +84,7 @@ impl Gateway {
                 at: Instant::now(),
             }),
             reloading: tokio::sync::Mutex::new(()),
+            limiter: std::sync::Mutex::new(limits::Limiter::default()),
         }))
     }
 
@@ -211,6 +218,44 @@ impl Gateway {
         let Some(integration) = resource.method(&method) else {
             return missing_token();
         };
+        let key = integration.api_key_required.then(|| {
+            request
+                .headers()
+                .get("x-api-key")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| stage.keys.get(value))
+        });
+        let admitted = self
+            .limiter
+            .lock()
+            .expect("the limiter is never poisoned")
+            .admit(
+                &format!("{stage_name} {method} {}", resource.path),
+                key,
+                stage.throttle,
+                Instant::now(),
+                SystemTime::now(),
+            );
+        match admitted {
+            Ok(()) => {}
+            Err(limits::Refusal::Forbidden) => {
+                return gateway_error(StatusCode::FORBIDDEN, "Forbidden", "ForbiddenException");
+            }
+            Err(limits::Refusal::QuotaSpent) => {
+                return gateway_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Limit Exceeded",
+                    "LimitExceededException",
+                );
+            }
+            Err(limits::Refusal::Throttled) => {
+                return gateway_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too Many Requests",
+                    "TooManyRequestsException",
+                );
+            }
+        }
 
         let declared = request
             .headers()
@@ -537,6 +582,7 @@ mod tests {
             template: Some(Template::parse("$input.path('$.errorMessage').substring(5)").unwrap()),
         };
         Integration {
+            api_key_required: false,
             uri: String::new(),
             timeout: Duration::from_secs(29),
             content_types: vec!["application/json".into()],

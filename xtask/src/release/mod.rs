@@ -12,6 +12,7 @@
 //! A [`World`] is one target: its Terraform, its applied outputs, its AWS
 //! clients and its release files (pin, history, receipt).
 
+pub mod apikey;
 pub mod plan;
 pub mod publish;
 pub mod smoke;

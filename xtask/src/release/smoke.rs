@@ -34,6 +34,9 @@ pub struct Case {
     pub request: String,
     /// Sent as JSON; a string is sent as it is.
     pub body: Option<Value>,
+    /// Whether the request carries the run's API key (`x-api-key`): yes
+    /// unless this says `false`.
+    pub api_key: Option<bool>,
     pub expect: Expect,
 }
 
@@ -195,13 +198,15 @@ fn client() -> Result<Client> {
     )
 }
 
-/// Runs `cases` in order against `base` (`http://127.0.0.1:PORT/staging`).
-pub async fn run(base: &str, cases: &[Case]) -> Result<Vec<Outcome>> {
+/// Runs `cases` in order against `base` (`http://127.0.0.1:PORT/staging`),
+/// with `api_key` where a case does not refuse it.
+pub async fn run(base: &str, cases: &[Case], api_key: Option<&str>) -> Result<Vec<Outcome>> {
     let client = client()?;
     let mut outcomes = Vec::new();
     for case in cases {
         let started = Instant::now();
-        let answer = tokio::time::timeout(CASE_TIMEOUT, call(&client, base, case)).await;
+        let key = api_key.filter(|_| case.api_key != Some(false));
+        let answer = tokio::time::timeout(CASE_TIMEOUT, call(&client, base, case, key)).await;
         let millis = started.elapsed().as_secs_f64() * 1000.0;
         let (status, verdict) = match answer {
             Ok(Ok((status, body))) => (Some(status), judge(case, status, &body)),
@@ -221,7 +226,12 @@ pub async fn run(base: &str, cases: &[Case]) -> Result<Vec<Outcome>> {
     Ok(outcomes)
 }
 
-async fn call(client: &Client, base: &str, case: &Case) -> Result<(u16, Value)> {
+async fn call(
+    client: &Client,
+    base: &str,
+    case: &Case,
+    api_key: Option<&str>,
+) -> Result<(u16, Value)> {
     let (method, _) = case.route()?;
     let target = case
         .request
@@ -233,12 +243,15 @@ async fn call(client: &Client, base: &str, case: &Case) -> Result<(u16, Value)> 
         Some(Value::String(raw)) => raw.clone().into_bytes(),
         Some(value) => serde_json::to_vec(value)?,
     };
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(format!("{}{target}", base.trim_end_matches('/')))
         .header("content-type", "application/json")
-        .header("user-agent", "cargo-xtask-verify")
-        .body(Full::new(Bytes::from(body)))?;
+        .header("user-agent", "cargo-xtask-verify");
+    if let Some(key) = api_key {
+        request = request.header("x-api-key", key);
+    }
+    let request = request.body(Full::new(Bytes::from(body)))?;
     let response = client.request(request).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
@@ -257,6 +270,7 @@ mod tests {
             name: request.to_owned(),
             request: request.to_owned(),
             body: None,
+            api_key: None,
             expect: Expect { status, body },
         }
     }
@@ -278,6 +292,20 @@ mod tests {
             .map(|route| (route.method, route.path))
             .collect();
         assert!(routes.len() >= 5, "{routes:?}");
+        // A route that needs an API key is also asked without one, and refused.
+        let table = crate::routes::Table::read(&crate::project_root()).unwrap();
+        for route in &table.api_key {
+            assert!(
+                cases.iter().any(|case| case.api_key == Some(false)
+                    && case.expect.status == 403
+                    && case
+                        .route()
+                        .is_ok_and(|(method, path)| method == route.method
+                            && path_matches(&route.path, path))),
+                "no case asks `{}` without an API key and expects 403",
+                route.key()
+            );
+        }
         assert_eq!(uncovered(&routes, &cases), Vec::<String>::new());
         let statuses: std::collections::BTreeSet<u16> =
             cases.iter().map(|case| case.expect.status).collect();

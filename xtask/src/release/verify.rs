@@ -173,7 +173,11 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
         staged.len(),
         short_revision(&revision)
     );
-    let outcomes = smoke::run(&url, &cases).await;
+    let api_key = super::apikey::any_key(&world, "staging").await?;
+    if let Some((consumer, _)) = &api_key {
+        eprintln!("==> verify: with {consumer}'s API key to staging");
+    }
+    let outcomes = smoke::run(&url, &cases, api_key.as_ref().map(|(_, key)| key.as_str())).await;
     if let Some((stop, task)) = server {
         let _ = stop.send(());
         let _ = task.await;

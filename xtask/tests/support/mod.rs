@@ -133,7 +133,7 @@ pub fn with_routes(routes: &[(&str, &str)]) -> String {
     let end = start + api[start..].find("\n  }\n").expect("the routes table ends");
     let added: String = routes
         .iter()
-        .map(|(route, function)| format!("\n    \"{route}\" = \"{function}\""))
+        .map(|(route, function)| format!("\n    \"{route}\" = {{ function = \"{function}\" }}"))
         .collect();
     format!("locals {{\n{}{added}\n  }}\n}}\n", &api[start..end])
 }
