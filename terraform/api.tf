@@ -6,14 +6,17 @@ locals {
   # true` where a caller needs an API key of the stage's usage plan
   # (usage.tf) in its `x-api-key` header }.
   routes = {
-    "GET /status"       = { function = "status" }
-    "GET /health"       = { function = "status" }
-    "GET /user/{id}"    = { function = "users" }
-    "POST /user/{id}"   = { function = "users" }
-    "DELETE /user/{id}" = { function = "users" }
-    "POST /chirps"      = { function = "chirps" }
-    "GET /chirps"       = { function = "chirps" }
-    "GET /chirps/count" = { function = "chirps" }
+    "GET /status"        = { function = "status" }
+    "GET /health"        = { function = "status" }
+    "GET /user/{id}"     = { function = "users" }
+    "POST /user/{id}"    = { function = "users" }
+    "DELETE /user/{id}"  = { function = "users" }
+    "POST /chirps"       = { function = "chirps" }
+    "GET /chirps"        = { function = "chirps" }
+    "GET /chirps/count"  = { function = "chirps" }
+    "POST /files"        = { function = "files", api_key = true }
+    "GET /files/{id}"    = { function = "files", api_key = true }
+    "DELETE /files/{id}" = { function = "files", api_key = true }
   }
 
   # The statuses functions answer with as "<status>: <json>" errors

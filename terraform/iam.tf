@@ -1,8 +1,9 @@
 # One execution role for every function, allowed exactly what the code does:
 # the item actions of `lambdas/users/src/dynamo.rs` on the two users tables
 # (every write there is a conditional UpdateItem; a delete writes a tombstone),
-# those of `lambdas/chirps/src/dynamo.rs` on the two chirps tables, and
-# writing to the functions' own log groups.
+# those of `lambdas/chirps/src/dynamo.rs` on the two chirps tables, those of
+# `lambdas/files` on its tables and buckets, and writing to the functions'
+# own log groups.
 data "aws_iam_policy_document" "assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -38,6 +39,34 @@ data "aws_iam_policy_document" "this" {
       "dynamodb:UpdateItem",
     ]
     resources = [for table in aws_dynamodb_table.chirps : table.arn]
+  }
+
+  # lambdas/files/src/dynamo.rs: a conditional PutItem creates a record, a
+  # GetItem reads it, a conditional DeleteItem removes it.
+  statement {
+    sid       = "FilesItems"
+    actions   = ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"]
+    resources = [for table in aws_dynamodb_table.files : table.arn]
+  }
+
+  # lambdas/files/src/s3.rs: a presigned URL acts with the permissions of
+  # whoever signed it, so uploads and downloads need PutObject and GetObject
+  # (HeadObject, "is it uploaded yet", is authorized as GetObject too); a
+  # delete is DeleteObject. Objects of the function's own buckets only.
+  statement {
+    sid       = "FilesObjects"
+    actions   = ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+    resources = [for bucket in aws_s3_bucket.files : "${bucket.arn}/*"]
+  }
+
+  # The one bucket-level grant: without ListBucket, S3 answers HeadObject of
+  # an object that does not exist with 403, not 404, and the function could
+  # not tell "not uploaded yet" (409) from being refused (500). It lists
+  # keys that are random ids, nothing else.
+  statement {
+    sid       = "FilesUploadedYet"
+    actions   = ["s3:ListBucket"]
+    resources = [for bucket in aws_s3_bucket.files : bucket.arn]
   }
 
   statement {

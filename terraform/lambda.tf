@@ -24,6 +24,12 @@ locals {
     USERS_TABLE_PROD     = aws_dynamodb_table.users["prod"].name
     CHIRPS_TABLE_STAGING = aws_dynamodb_table.chirps["staging"].name
     CHIRPS_TABLE_PROD    = aws_dynamodb_table.chirps["prod"].name
+    FILES_TABLE_STAGING  = aws_dynamodb_table.files["staging"].name
+    FILES_TABLE_PROD     = aws_dynamodb_table.files["prod"].name
+    FILES_BUCKET_STAGING = aws_s3_bucket.files["staging"].bucket
+    FILES_BUCKET_PROD    = aws_s3_bucket.files["prod"].bucket
+    # How long the files function's presigned URLs are valid.
+    FILES_URL_EXPIRY_SECONDS = tostring(var.files_url_expiry_seconds)
   }
 }
 

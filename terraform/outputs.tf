@@ -33,6 +33,11 @@ output "api_keys" {
   value       = { for key, api_key in aws_api_gateway_api_key.this : key => api_key.id }
 }
 
+output "files_buckets" {
+  description = "Files bucket of each stage."
+  value       = { for stage, bucket in aws_s3_bucket.files : stage => bucket.bucket }
+}
+
 output "region" {
   description = "Region everything is deployed in."
   value       = var.region

@@ -67,6 +67,17 @@ variable "throttling_burst_limit" {
   default     = 100
 }
 
+variable "files_url_expiry_seconds" {
+  description = "How long the files function's presigned upload and download URLs are valid, in seconds. Keep it short: a URL signed with the role's temporary credentials also stops working when they expire."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.files_url_expiry_seconds >= 1 && var.files_url_expiry_seconds <= 3600 && floor(var.files_url_expiry_seconds) == var.files_url_expiry_seconds
+    error_message = "files_url_expiry_seconds: whole seconds, 1 to 3600."
+  }
+}
+
 variable "usage_plan" {
   description = "Each stage's usage plan, for the callers of key-required routes (per API key): steady requests per second, burst, and requests per day (UTC)."
   type = object({

@@ -167,7 +167,7 @@ fn unknown_functions_are_refused() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("no function `nosuch`: the functions are chirps, status, users"),
+        stderr.contains("no function `nosuch`: the functions are chirps, files, status, users"),
         "{stderr}"
     );
 }

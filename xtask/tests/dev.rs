@@ -5,11 +5,14 @@
 //! The stack has two fixture functions besides the API's own (see
 //! `xtask/fixtures/`), routed by a Terraform override: `faulty` (a 2 s
 //! timeout; `/impatient/...` reaches it through a 300 ms integration
-//! timeout) and `crash-at-init`. One scenario on one stack, because an
-//! apply is the slow part.
+//! timeout) and `crash-at-init`; and limits of its own (two API key
+//! consumers, a usage plan and stage throttle low enough to reach). One
+//! scenario on one stack, because an apply is the slow part.
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -127,6 +130,193 @@ fn check_routes(dev: &Dev, stage: &str, id: &str) {
     );
 }
 
+/// One HTTP/1.1 request to `url` (`http://HOST:PORT/...`, as a presigned
+/// URL names the emulator): its status and body.
+fn fetch(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, target) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = TcpStream::connect(host).unwrap();
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let status = String::from_utf8_lossy(&response[..split])
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+/// The stack's limits (`test_limits.auto.tfvars.json`): two consumers; per
+/// key 1 request/s, a burst of 6 and 12 a day; per stage method 10/s, 20.
+const LIMITS: &str = r#"{
+  "api_key_consumers": ["alice", "bob"],
+  "usage_plan": { "rate_limit": 1, "burst_limit": 6, "daily_quota": 12 },
+  "throttling_rate_limit": 10,
+  "throttling_burst_limit": 20
+}"#;
+
+/// The files routes behind their API keys, a file's bytes through its
+/// presigned URLs, and the usage plan's and the stage's limits, as API
+/// Gateway enforces them.
+fn check_keys_and_files(stack: &Stack, dev: &Dev) {
+    let key = |consumer: &str, stage: &str| {
+        stack
+            .ok(&["apikey", consumer, "--stage", stage])
+            .trim()
+            .to_owned()
+    };
+    let (alice, alice_prod, bob) = (
+        key("alice", "staging"),
+        key("alice", "prod"),
+        key("bob", "staging"),
+    );
+    assert_ne!(alice, alice_prod, "one key opens both stages");
+    assert_ne!(alice, bob);
+    let which = stack.xtask(&["apikey"]);
+    assert!(!which.status.success());
+    assert!(
+        String::from_utf8_lossy(&which.stderr).contains("name one of alice, bob"),
+        "{}",
+        String::from_utf8_lossy(&which.stderr)
+    );
+
+    // No key, a key nobody has, another stage's key: API Gateway's 403,
+    // and no function runs.
+    let post = r#"{"name": "../odd/name é?&.txt", "content_type": "text/plain", "size": 11}"#;
+    let runs = |dev: &Dev| dev.lines("[rust-lambda-api-files:$LATEST] START").len();
+    let ran = runs(dev);
+    for headers in [
+        vec![],
+        vec![("x-api-key", "not-a-key-of-this-api-at-all")],
+        vec![("x-api-key", alice_prod.as_str())],
+    ] {
+        let refused = dev.call_with("POST", "/staging/files", &headers, Some(post));
+        assert_eq!(
+            (refused.status, &refused.body),
+            (403, &json!({"message": "Forbidden"})),
+            "{headers:?}"
+        );
+        assert!(
+            refused
+                .head
+                .contains("x-amzn-errortype: forbiddenexception")
+        );
+    }
+    assert_eq!(runs(dev), ran, "a refused request reached the function");
+
+    // With alice's key: a record, then the bytes through the upload URL,
+    // then back through the download URL.
+    let with = |key: &str| [("x-api-key", key.to_owned())];
+    let call = |method: &str, path: &str, key: &str, body: Option<&str>| {
+        let headers = with(key);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        dev.call_with(method, path, &headers, body)
+    };
+    let created = call("POST", "/staging/files", &alice, Some(post));
+    assert_eq!(created.status, 200, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["name"], "../odd/name é?&.txt");
+    let upload = created.body["upload_url"].as_str().unwrap().to_owned();
+    // The object is the id, in staging's bucket; the name is in no URL.
+    assert!(upload.contains("-files-staging-"), "{upload}");
+    assert!(!upload.contains("-files-prod-"), "{upload}");
+    assert!(upload.contains(&format!("/{id}?")), "{upload}");
+    assert!(!upload.contains("odd"), "{upload}");
+    let file = format!("/staging/files/{id}");
+    let early = call("GET", &file, &alice, None);
+    assert_eq!(early.status, 409, "{}", early.body);
+    let (put, answer) = fetch(
+        "PUT",
+        &upload,
+        &[("Content-Type", "text/plain")],
+        b"hello files",
+    );
+    assert_eq!(put, 200, "{}", String::from_utf8_lossy(&answer));
+    let uploaded = call("GET", &file, &alice, None);
+    assert_eq!(uploaded.status, 200, "{}", uploaded.body);
+    assert_eq!(uploaded.body["size"], 11);
+    let download = uploaded.body["download_url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        fetch("GET", &download, &[], b""),
+        (200, b"hello files".to_vec())
+    );
+    let deleted = call("DELETE", &file, &alice, None);
+    assert_eq!(deleted.body, json!({"id": id, "deleted": true}));
+    assert_eq!(call("GET", &file, &alice, None).status, 404);
+    assert_eq!(
+        fetch("GET", &download, &[], b"").0,
+        404,
+        "the object outlived its delete"
+    );
+
+    // bob's key: a burst of 6, then 429 until the bucket refills (1/s).
+    let missing = "/staging/files/ffffffffffffffffffffffffffffffff";
+    let burst: Vec<u16> = (0..9)
+        .map(|_| call("GET", missing, &bob, None).status)
+        .collect();
+    assert_eq!(burst[..6], [404; 6], "{burst:?}");
+    assert!(burst[7..].iter().all(|status| *status == 429), "{burst:?}");
+    let throttled = call("GET", missing, &bob, None);
+    assert_eq!(
+        (throttled.status, &throttled.body),
+        (429, &json!({"message": "Too Many Requests"}))
+    );
+    assert!(
+        throttled
+            .head
+            .contains("x-amzn-errortype: toomanyrequestsexception")
+    );
+    // Refilled, bob spends the rest of his 12 a day (the throttled ones
+    // took none of it: at most one of those nine ran past the burst), and
+    // then it is the quota that refuses.
+    std::thread::sleep(Duration::from_secs(6));
+    let admitted = (0..6)
+        .take_while(|_| call("GET", missing, &bob, None).status == 404)
+        .count();
+    assert!(admitted >= 5, "{admitted} admitted after the refill");
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = call("GET", missing, &bob, None);
+    assert_eq!(
+        (spent.status, &spent.body),
+        (429, &json!({"message": "Limit Exceeded"}))
+    );
+    assert!(
+        spent
+            .head
+            .contains("x-amzn-errortype: limitexceededexception")
+    );
+    // Each key has its own bucket and quota: alice's still works.
+    assert_eq!(call("GET", missing, &alice, None).status, 404);
+
+    // The stage's throttle, per method, for everyone: a burst of 20.
+    let replies: Vec<_> = (0..30)
+        .map(|_| dev.call("GET", "/staging/health", None))
+        .collect();
+    let ok = replies.iter().filter(|reply| reply.status == 200).count();
+    let refused: Vec<_> = replies.iter().filter(|reply| reply.status == 429).collect();
+    assert_eq!(ok + refused.len(), 30);
+    assert!((20..30).contains(&ok), "{ok} of 30 admitted");
+    assert_eq!(refused[0].body, json!({"message": "Too Many Requests"}));
+    // Another method's bucket is untouched.
+    dev.check("GET", "/staging/status", None, 200);
+}
+
 /// Publishes `$LATEST` of `function` on the emulator; the new version.
 fn publish(stack: &Stack, function: &str) -> String {
     let (runtime, config) = emulator_sdk(stack);
@@ -207,6 +397,7 @@ fn the_local_gateway_serves_what_terraform_applied() {
         "--out-dir",
         &artifacts,
         "chirps",
+        "files",
         "status",
         "users",
         "faulty",
@@ -231,6 +422,7 @@ resource "aws_api_gateway_integration" "this" {
 }
 "#;
     std::fs::write(dir.join("test_faults_override.tf"), routes + overrides).unwrap();
+    std::fs::write(dir.join("test_limits.auto.tfvars.json"), LIMITS).unwrap();
 
     // Idle environments are shut down after 4 s (checked at the end).
     let dev = Dev::start_with(&stack, &["--idle-timeout", "4s"]);
@@ -238,6 +430,7 @@ resource "aws_api_gateway_integration" "this" {
     // Staging: every route and status. Prod has nothing published: its
     // routes exist, their aliases do not.
     check_routes(&dev, "staging", "ada00001");
+    check_keys_and_files(&stack, &dev);
     assert_eq!(
         dev.check("GET", "/staging/status", None, 200)["function_version"],
         "$LATEST"

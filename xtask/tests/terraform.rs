@@ -123,7 +123,7 @@ output "aliased_account" {
         "a prod alias exists before anything was published"
     );
     for (stage, pitr) in [("staging", false), ("prod", true)] {
-        for kind in ["users", "chirps"] {
+        for kind in ["users", "chirps", "files"] {
             let table = values(&state, &format!("aws_dynamodb_table.{kind}[\"{stage}\"]"));
             assert_eq!(table["billing_mode"], "PAY_PER_REQUEST");
             assert_eq!(
@@ -133,8 +133,37 @@ output "aliased_account" {
         }
     }
 
+    // The files buckets: private, encrypted, one per stage, named apart.
+    for stage in ["staging", "prod"] {
+        let bucket = values(&state, &format!("aws_s3_bucket.files[\"{stage}\"]"));
+        let name = bucket["bucket"].as_str().unwrap();
+        assert!(name.contains(&format!("-files-{stage}-")), "{name}");
+        let block = values(
+            &state,
+            &format!("aws_s3_bucket_public_access_block.files[\"{stage}\"]"),
+        );
+        for field in [
+            "block_public_acls",
+            "block_public_policy",
+            "ignore_public_acls",
+            "restrict_public_buckets",
+        ] {
+            assert_eq!(block[field], true, "{stage} {field}");
+        }
+        let encryption = values(
+            &state,
+            &format!("aws_s3_bucket_server_side_encryption_configuration.files[\"{stage}\"]"),
+        );
+        assert_eq!(
+            encryption["rule"][0]["apply_server_side_encryption_by_default"][0]["sse_algorithm"],
+            "AES256"
+        );
+    }
+
     // The policy: exactly the item actions each function's code uses on
-    // exactly its two tables, and writing to the functions' own log groups.
+    // exactly its two tables, the files function's object actions on its
+    // own buckets' objects (and ListBucket on those buckets, so a missing
+    // object is a 404), and writing to the functions' own log groups.
     let policy = values(&state, "aws_iam_role_policy.this")["policy"]
         .as_str()
         .unwrap();
@@ -165,6 +194,7 @@ output "aliased_account" {
     let items = [
         ("users", &["GetItem", "UpdateItem"][..]),
         ("chirps", &["GetItem", "PutItem", "Query", "UpdateItem"][..]),
+        ("files", &["DeleteItem", "GetItem", "PutItem"][..]),
     ];
     for (kind, actions) in items {
         for stage in ["staging", "prod"] {
@@ -173,6 +203,13 @@ output "aliased_account" {
                 expected.insert((format!("dynamodb:{action}"), table.clone()));
             }
         }
+    }
+    for stage in ["staging", "prod"] {
+        let bucket = arn(&format!("aws_s3_bucket.files[\"{stage}\"]"));
+        for action in ["DeleteObject", "GetObject", "PutObject"] {
+            expected.insert((format!("s3:{action}"), format!("{bucket}/*")));
+        }
+        expected.insert(("s3:ListBucket".to_owned(), bucket));
     }
     for name in manifest["functions"].as_object().unwrap().keys() {
         let group = arn(&format!("aws_cloudwatch_log_group.this[\"{name}\"]"));

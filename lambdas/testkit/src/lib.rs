@@ -1,7 +1,11 @@
 //! What the functions' tests share beyond [`api::testing`]: the moto
-//! emulator on loopback ([`moto`]) and DynamoDB clients of it.
+//! emulator on loopback ([`moto`]) and SDK clients of it, s3s-fs, an S3
+//! server that checks signatures ([`s3s_fs`]), and a plain HTTP client
+//! ([`http`]), a client's requests through presigned URLs.
 //!
 //! A dev-dependency only. It has no binary, so it is no function: `cargo
 //! xtask build` never packages it, and no function's zip depends on it.
 
+pub mod http;
 pub mod moto;
+pub mod s3s_fs;

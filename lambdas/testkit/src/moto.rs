@@ -1,15 +1,20 @@
 //! The moto emulator, started once per test binary on a free loopback port
 //! (xtask's `serve_moto.py`, with `$MOTO_PYTHON` or `python3`), and SDK
-//! clients of it.
+//! clients of it: DynamoDB, S3, and the SDK configuration a function would
+//! load there (its endpoint as `AWS_ENDPOINT_URL`).
+//!
+//! Moto's S3 accepts any signature and ignores a presigned URL's expiry:
+//! what a signature binds is shown against s3s-fs ([`crate::s3s_fs`]).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 
 /// The moto emulator on loopback, shared by the tests of one binary.
 pub struct Moto {
@@ -109,4 +114,57 @@ pub fn unreachable_dynamodb() -> Client {
         &format!("http://127.0.0.1:{}", free_port()),
         RetryConfig::disabled(),
     )
+}
+
+/// The SDK configuration a function loads with `endpoint` as
+/// `AWS_ENDPOINT_URL` (`api::sdk`'s HTTPS client, fake credentials,
+/// us-east-1), as `api::sdk::config` would: what a function builds its
+/// clients from.
+pub fn sdk_config_at(endpoint: &str, credentials: Credentials, retry: RetryConfig) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .retry_config(retry)
+        .http_client(api::sdk::http_client())
+        .build()
+}
+
+/// The SDK configuration of a function on this binary's emulator.
+pub fn sdk_config() -> SdkConfig {
+    sdk_config_at(
+        &moto().endpoint,
+        test_credentials(),
+        RetryConfig::standard(),
+    )
+}
+
+/// The SDK configuration of a function whose endpoint is a loopback port
+/// nothing listens on, without retries: every call fails at once.
+pub fn unreachable_sdk_config() -> SdkConfig {
+    sdk_config_at(
+        &format!("http://127.0.0.1:{}", free_port()),
+        test_credentials(),
+        RetryConfig::disabled(),
+    )
+}
+
+fn test_credentials() -> Credentials {
+    Credentials::new("test", "test", None, None, "tests")
+}
+
+/// An S3 client of `config`'s endpoint, addressing buckets by path (an
+/// emulator on loopback has no per-bucket host names): for a test's own
+/// set-up and look-ups, not the function's (its client is its own).
+pub fn s3_of(config: &SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(config)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+/// An S3 client of this binary's emulator (started if need be).
+pub fn s3() -> aws_sdk_s3::Client {
+    s3_of(&sdk_config())
 }

@@ -195,10 +195,25 @@ impl Dev {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        self.call_with(method, path, &[], body)
+    }
+
+    /// [`Dev::call`] with more headers.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
         let body = body.unwrap_or_default();
+        let headers: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+             {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.address,
             body.len()
         );
