@@ -84,11 +84,24 @@ fn https() -> SharedHttpClient {
 /// The SDK's configuration from the environment (region, credentials, and
 /// `AWS_ENDPOINT_URL` on the local stack), with [`http_client`]: build it
 /// once per cold start, and every client from it.
+///
+/// Lambda gives a function its region (`AWS_REGION`) and its execution
+/// role's credentials (`AWS_ACCESS_KEY_ID`, ...) in the environment: where
+/// they are, they are read from there alone, without building the default
+/// chains' other providers (profile files, web identity, ECS, IMDS), which
+/// a cold start would otherwise pay for and never use.
 pub async fn config() -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http_client())
-        .load()
-        .await
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client());
+    if let Some(region) = std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()) {
+        loader = loader.region(aws_config::Region::new(region));
+    }
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+        loader = loader.credentials_provider(
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        );
+    }
+    loader.load().await
 }
 
 #[cfg(test)]
