@@ -503,12 +503,21 @@ fn stage_throttle(
                  the stage-wide `*/*` throttle only"
             );
         }
-        throttle = Some(Throttle {
-            rate: setting.throttling_rate_limit(),
-            burst: f64::from(setting.throttling_burst_limit()),
-        });
+        throttle = throttle_of(
+            setting.throttling_rate_limit(),
+            setting.throttling_burst_limit(),
+        );
     }
     Ok(throttle)
+}
+
+/// A throttle's rate and burst as API Gateway reads them: a negative one
+/// (-1, what an unset limit reads as) is no limit.
+fn throttle_of(rate: f64, burst: i32) -> Option<Throttle> {
+    (rate >= 0.0 && burst >= 0).then(|| Throttle {
+        rate,
+        burst: f64::from(burst),
+    })
 }
 
 /// Every API key of the usage plans of API `api_id`'s stages, by stage and
@@ -548,10 +557,9 @@ async fn grants(aws: &Aws, api_id: &str) -> Result<BTreeMap<String, BTreeMap<Str
             continue;
         }
         let plan_id = plan.id().unwrap_or_default();
-        let throttle = plan.throttle().map(|throttle| Throttle {
-            rate: throttle.rate_limit(),
-            burst: f64::from(throttle.burst_limit()),
-        });
+        let throttle = plan
+            .throttle()
+            .and_then(|throttle| throttle_of(throttle.rate_limit(), throttle.burst_limit()));
         let quota = match plan.quota() {
             Some(quota) => {
                 let period = quota
@@ -824,6 +832,16 @@ mod tests {
     #[test]
     fn uris_name_a_function_and_a_qualifier() {
         let variables = BTreeMap::from([("stage".to_owned(), "prod".to_owned())]);
+        // An unset throttle (-1) is no throttle, not one that admits nothing.
+        assert_eq!(throttle_of(-1.0, -1), None);
+        assert_eq!(throttle_of(10.0, -1), None);
+        assert_eq!(
+            throttle_of(10.0, 20),
+            Some(Throttle {
+                rate: 10.0,
+                burst: 20.0
+            })
+        );
         let uri = "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/\
                    arn:aws:lambda:us-east-1:123456789012:function:app-users:${stageVariables.stage}/invocations";
         let resolved = resolve_stage_variables(uri, &variables).unwrap();

@@ -13,7 +13,8 @@
 //! Throttles are token buckets as API Gateway documents them: `burst`
 //! tokens at most, refilled at `rate` per second, one per request; the
 //! stage's `*/*` setting gives every method a bucket of its own, a usage
-//! plan every key one. A refused request takes nothing from a quota.
+//! plan every key one. A refused request takes nothing from a quota, nor
+//! a token from any bucket.
 
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
@@ -137,33 +138,47 @@ impl Limiter {
             Some(Some(grant)) if grant.enabled => Some(grant),
             Some(_) => return Err(Refusal::Forbidden),
         };
-        if let Some(grant) = grant {
-            if let Some(quota) = grant.quota {
-                let window = quota.period.window(wall);
-                let used = match self.used.get(&grant.key_id) {
-                    Some((at, used)) if *at == window => *used,
-                    _ => 0,
-                };
-                if used >= quota.limit {
-                    return Err(Refusal::QuotaSpent);
-                }
-            }
-            if let Some(throttle) = grant.throttle
-                && !self.take(&format!("key {}", grant.key_id), throttle, now)
-            {
-                return Err(Refusal::Throttled);
-            }
-        }
-        if let Some(throttle) = stage
-            && !self.take(&format!("method {method}"), throttle, now)
-        {
-            return Err(Refusal::Throttled);
-        }
-        if let Some(grant) = grant
+        // A key's counts are its plan's (a key may be in plans of other
+        // stages too).
+        let counted = grant.map(|grant| format!("{}/{}", grant.plan_id, grant.key_id));
+        if let (Some(grant), Some(counted)) = (grant, &counted)
             && let Some(quota) = grant.quota
         {
             let window = quota.period.window(wall);
-            let entry = self.used.entry(grant.key_id.clone()).or_insert((window, 0));
+            let used = match self.used.get(counted) {
+                Some((at, used)) if *at == window => *used,
+                _ => 0,
+            };
+            if used >= quota.limit {
+                return Err(Refusal::QuotaSpent);
+            }
+        }
+        let mut buckets = Vec::new();
+        if let (Some(grant), Some(counted)) = (grant, &counted)
+            && let Some(throttle) = grant.throttle
+        {
+            buckets.push((format!("key {counted}"), throttle));
+        }
+        if let Some(throttle) = stage {
+            buckets.push((format!("method {method}"), throttle));
+        }
+        // Every bucket must have a token before any is taken.
+        if !buckets
+            .iter()
+            .all(|(id, throttle)| self.refill(id, *throttle, now) >= 1.0)
+        {
+            return Err(Refusal::Throttled);
+        }
+        for (id, _) in &buckets {
+            if let Some(bucket) = self.buckets.get_mut(id) {
+                bucket.tokens -= 1.0;
+            }
+        }
+        if let (Some(grant), Some(counted)) = (grant, counted)
+            && let Some(quota) = grant.quota
+        {
+            let window = quota.period.window(wall);
+            let entry = self.used.entry(counted).or_insert((window, 0));
             if entry.0 != window {
                 *entry = (window, 0);
             }
@@ -172,9 +187,9 @@ impl Limiter {
         Ok(())
     }
 
-    /// One token of bucket `id`, if it has one (a new bucket, or one whose
+    /// The tokens bucket `id` holds at `now` (a new bucket, or one whose
     /// limits changed, starts full).
-    fn take(&mut self, id: &str, throttle: Throttle, now: Instant) -> bool {
+    fn refill(&mut self, id: &str, throttle: Throttle, now: Instant) -> f64 {
         let bucket = self.buckets.entry(id.to_owned()).or_insert(Bucket {
             throttle,
             tokens: throttle.burst,
@@ -190,12 +205,7 @@ impl Limiter {
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * throttle.rate).min(throttle.burst);
         bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        bucket.tokens
     }
 }
 
@@ -323,6 +333,42 @@ mod tests {
         assert_eq!(
             limiter.admit("m", Some(Some(&key)), None, now, day(0)),
             Err(Refusal::QuotaSpent)
+        );
+    }
+
+    #[test]
+    fn a_request_the_stage_refuses_takes_no_token_of_the_key() {
+        let mut limiter = Limiter::default();
+        let now = Instant::now();
+        let key = grant(
+            Some(Throttle {
+                rate: 0.0,
+                burst: 2.0,
+            }),
+            None,
+        );
+        let closed = Some(Throttle {
+            rate: 0.0,
+            burst: 1.0,
+        });
+        assert_eq!(
+            limiter.admit("a", Some(Some(&key)), closed, now, day(0)),
+            Ok(())
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                limiter.admit("a", Some(Some(&key)), closed, now, day(0)),
+                Err(Refusal::Throttled)
+            );
+        }
+        // The key's second token is still there for another method.
+        assert_eq!(
+            limiter.admit("b", Some(Some(&key)), None, now, day(0)),
+            Ok(())
+        );
+        assert_eq!(
+            limiter.admit("c", Some(Some(&key)), None, now, day(0)),
+            Err(Refusal::Throttled)
         );
     }
 

@@ -228,7 +228,8 @@ impl Gateway {
         let admitted = self
             .limiter
             .lock()
-            .expect("the limiter is never poisoned")
+            // Its counts stay consistent whatever panicked while holding it.
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .admit(
                 &format!("{stage_name} {method} {}", resource.path),
                 key,

@@ -174,8 +174,12 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
         short_revision(&revision)
     );
     let api_key = super::apikey::any_key(&world, "staging").await?;
-    if let Some((consumer, _)) = &api_key {
-        eprintln!("==> verify: with {consumer}'s API key to staging");
+    match &api_key {
+        Some((consumer, _)) => eprintln!("==> verify: with {consumer}'s API key to staging"),
+        None => eprintln!(
+            "==> verify: no API key to staging (the `api_key_consumers` variable is empty): \
+             the routes that need one will answer 403"
+        ),
     }
     let outcomes = smoke::run(&url, &cases, api_key.as_ref().map(|(_, key)| key.as_str())).await;
     if let Some((stop, task)) = server {
