@@ -68,7 +68,7 @@ variable "throttling_burst_limit" {
 }
 
 variable "files_url_expiry_seconds" {
-  description = "How long the files function's presigned upload and download URLs are valid, in seconds. Keep it short: a URL signed with the role's temporary credentials also stops working when they expire."
+  description = "How long the files function's presigned upload and download URLs are valid, in seconds. At most an hour here (the function itself accepts SigV4's 7 days): a URL signed with the role's temporary credentials stops working when they expire anyway, and a URL still valid after its record is deleted can still upload."
   type        = number
   default     = 900
 

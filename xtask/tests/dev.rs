@@ -421,7 +421,11 @@ resource "aws_api_gateway_integration" "this" {
   timeout_milliseconds = startswith(each.key, "GET /impatient/") ? 300 : 29000
 }
 "#;
-    std::fs::write(dir.join("test_faults_override.tf"), routes + overrides).unwrap();
+    std::fs::write(
+        dir.join("test_faults_override.tf"),
+        routes.clone() + overrides,
+    )
+    .unwrap();
     std::fs::write(dir.join("test_limits.auto.tfvars.json"), LIMITS).unwrap();
 
     // Idle environments are shut down after 4 s (checked at the end).
@@ -431,6 +435,35 @@ resource "aws_api_gateway_integration" "this" {
     // routes exist, their aliases do not.
     check_routes(&dev, "staging", "ada00001");
     check_keys_and_files(&stack, &dev);
+
+    // A route's key requirement changed in place (Terraform's UpdateMethod,
+    // which the emulator gets from serve_moto.py): staging asks for a key at
+    // once, and stops asking when it is changed back.
+    let keyed: String = routes
+        .lines()
+        .map(|line| match line.contains("\"GET /chirps/count\"") {
+            true => line.replace(
+                "{ function = \"chirps\" }",
+                "{ function = \"chirps\", api_key = true }",
+            ),
+            false => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(keyed, routes, "no GET /chirps/count route to change");
+    std::fs::write(dir.join("test_faults_override.tf"), keyed + overrides).unwrap();
+    stack.ok(&["apply"]);
+    assert_eq!(
+        dev.check("GET", "/staging/chirps/count", None, 403),
+        json!({"message": "Forbidden"})
+    );
+    std::fs::write(
+        dir.join("test_faults_override.tf"),
+        routes.clone() + overrides,
+    )
+    .unwrap();
+    stack.ok(&["apply"]);
+    dev.check("GET", "/staging/chirps/count", None, 200);
     assert_eq!(
         dev.check("GET", "/staging/status", None, 200)["function_version"],
         "$LATEST"

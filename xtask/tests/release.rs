@@ -254,8 +254,13 @@ fn a_release_is_rehearsed_on_the_local_stack() {
 
     // v1: verify, a dry run that changes nothing, publish.
     let verified = stack.ok(&["verify"]);
+    let suite: Value = serde_json::from_slice(
+        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../events/smoke.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = suite["cases"].as_array().unwrap().len();
     assert!(
-        verified.contains("verified: 32/32 smoke cases passed"),
+        verified.contains(&format!("verified: {cases}/{cases} smoke cases passed")),
         "{verified}"
     );
     assert!(
@@ -276,6 +281,29 @@ fn a_release_is_rehearsed_on_the_local_stack() {
     assert!(published.contains("prod is at release 1"), "{published}");
     assert_eq!(prod_runs(&dev), "1");
     assert_plan_empty(&stack);
+    // Prod's key-required routes open to prod's key, and only to it.
+    let prod_key = stack.ok(&["apikey", "--stage", "prod"]);
+    let staging_key = stack.ok(&["apikey"]);
+    let post = r#"{"name": "prod.txt", "content_type": "text/plain", "size": 4}"#;
+    let created = dev.call_with(
+        "POST",
+        "/prod/files",
+        &[("x-api-key", prod_key.trim())],
+        Some(post),
+    );
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert!(
+        created.body["upload_url"]
+            .as_str()
+            .unwrap()
+            .contains("-files-prod-"),
+        "{}",
+        created.body
+    );
+    for key in [staging_key.trim(), ""] {
+        let refused = dev.call_with("POST", "/prod/files", &[("x-api-key", key)], Some(post));
+        assert_eq!(refused.status, 403, "{key}: {}", refused.body);
+    }
     // Again: nothing to do, the same release.
     let again = stack.ok(&["publish"]);
     assert!(again.contains("the plan is empty"), "{again}");
