@@ -185,6 +185,24 @@ pub struct ErrorBody {
     pub request_id: String,
 }
 
+/// A request body that must be a JSON object: the object, or a 400 that
+/// says what is wrong, ending with `shape` (what a valid body looks like).
+/// Deserialize the fields from the text afterwards, not from this value,
+/// so a repeated field is refused rather than silently the last one.
+pub fn json_object(body: &str, shape: &str) -> Result<serde_json::Value, ApiError> {
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("missing body: {shape}")));
+    }
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|err| ApiError::bad_request(format!("body is not valid JSON ({err}): {shape}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "body is not an object: {shape}"
+        )));
+    }
+    Ok(value)
+}
+
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::BadRequest(message.into())

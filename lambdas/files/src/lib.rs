@@ -124,18 +124,7 @@ fn valid_size(size: u64) -> Result<u64, ApiError> {
 fn create_body(body: &str) -> Result<CreateBody, ApiError> {
     const SHAPE: &str =
         r#"expected a JSON object {"name": string, "content_type": string, "size": integer}"#;
-    if body.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("missing body: {SHAPE}")));
-    }
-    let value: Value = serde_json::from_str(body)
-        .map_err(|err| ApiError::bad_request(format!("body is not valid JSON ({err}): {SHAPE}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(format!(
-            "body is not an object: {SHAPE}"
-        )));
-    }
-    // From the text, not the value: a repeated field is refused, not
-    // silently the last one.
+    api::json_object(body, SHAPE)?;
     serde_json::from_str(body).map_err(|err| ApiError::bad_request(format!("invalid body: {err}")))
 }
 

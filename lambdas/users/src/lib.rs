@@ -110,16 +110,7 @@ fn valid_lock_version(version: u64) -> Result<u64, ApiError> {
 fn post_body(body: &str) -> Result<PostBody, ApiError> {
     const SHAPE: &str =
         r#"expected a JSON object {"name": string, "lock_version": integer (to update)}"#;
-    if body.trim().is_empty() {
-        return Err(ApiError::bad_request(format!("missing body: {SHAPE}")));
-    }
-    let value: Value = serde_json::from_str(body)
-        .map_err(|err| ApiError::bad_request(format!("body is not valid JSON ({err}): {SHAPE}")))?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(format!(
-            "body is not an object: {SHAPE}"
-        )));
-    }
+    let value = api::json_object(body, SHAPE)?;
     if value.get("lock_version").is_some_and(Value::is_null) {
         return Err(ApiError::bad_request(
             "invalid body: lock_version is null: send the version you read, or leave it out to create",
