@@ -7,7 +7,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 use xshell::{Shell, cmd};
 
 #[derive(Debug, clap::Args)]
@@ -15,6 +19,9 @@ pub struct Args {
     /// Skip `cargo fmt --check` and `cargo clippy`.
     #[arg(long)]
     pub no_lint: bool,
+    /// How many of xtask's stack tests (each an emulator, Terraform and builds of its own) run at once.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
     /// Arguments for the test binaries after `--` (a test name filter, `--nocapture`, ...).
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
@@ -45,14 +52,241 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
                 "Terraform files are not formatted: run `terraform fmt -recursive terraform`",
             )?;
     }
-    eprintln!("==> cargo test");
-    let extra = &args.cargo_test_args;
-    cmd!(sh, "{cargo} test --workspace --locked -- {extra...}")
-        .env("MOTO_PYTHON", python)
-        .env("S3S_FS", s3s_fs)
-        .run()
-        .context("tests failed (above)")?;
+    let env = [
+        ("MOTO_PYTHON", std::ffi::OsString::from(python)),
+        ("S3S_FS", s3s_fs.into_os_string()),
+    ];
+    eprintln!("==> cargo test --no-run (compiling the tests)");
+    let binaries = compile_tests(sh)?;
+    let (stacks, quick): (Vec<_>, Vec<_>) =
+        binaries.into_iter().partition(TestBinary::runs_a_stack);
+    let mut failed = Vec::new();
+    for binary in &quick {
+        println!("     Running {}", binary.label());
+        let status = binary.command(&args.cargo_test_args, &env).status()?;
+        if !status.success() {
+            failed.push(binary.label());
+        }
+    }
+    failed.extend(run_stacks(
+        stacks,
+        args.jobs.max(1),
+        &args.cargo_test_args,
+        &env,
+    )?);
+    if !failed.is_empty() {
+        bail!("tests failed (above): {}", failed.join(", "));
+    }
     Ok(())
+}
+
+/// A test binary `cargo test --no-run` made.
+#[derive(Debug)]
+struct TestBinary {
+    package: String,
+    /// The target's name (`dev` for `xtask/tests/dev.rs`).
+    name: String,
+    kind: String,
+    /// The package's directory, where cargo runs its tests.
+    dir: PathBuf,
+    src: PathBuf,
+    executable: PathBuf,
+}
+
+impl TestBinary {
+    /// One of xtask's integration tests, each a stack of its own (an
+    /// emulator, Terraform, release builds): minutes each.
+    fn runs_a_stack(&self) -> bool {
+        self.package == "xtask" && self.kind == "test"
+    }
+
+    fn label(&self) -> String {
+        let src = self
+            .src
+            .strip_prefix(crate::project_root())
+            .unwrap_or(&self.src);
+        format!("{} ({})", src.display(), self.package)
+    }
+
+    /// The binary as `cargo test` runs it: in its package's directory, with
+    /// cargo's variables.
+    fn command(&self, args: &[String], env: &[(&str, std::ffi::OsString)]) -> Command {
+        let mut command = Command::new(&self.executable);
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .env("CARGO", crate::cargo())
+            .env("CARGO_MANIFEST_DIR", &self.dir)
+            .env("CARGO_PKG_NAME", &self.package)
+            .envs(env.iter().map(|(key, value)| (key, value)));
+        command
+    }
+}
+
+/// `cargo test --workspace --no-run`: every test binary, compiled (cargo's
+/// progress and any errors, rendered, on stderr as usual).
+fn compile_tests(sh: &Shell) -> Result<Vec<TestBinary>> {
+    let output = Command::new(crate::cargo())
+        .args([
+            "test",
+            "--workspace",
+            "--locked",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(sh.current_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!("the tests do not compile (above)");
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut binaries = Vec::new();
+    for message in stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    {
+        if message["reason"] != "compiler-artifact" || message["profile"]["test"] != true {
+            continue;
+        }
+        let Some(executable) = message["executable"].as_str() else {
+            continue;
+        };
+        let manifest = PathBuf::from(message["manifest_path"].as_str().context("manifest_path")?);
+        let package = message["package_id"]
+            .as_str()
+            .and_then(|id| id.rsplit('#').next())
+            .and_then(|tail| tail.split('@').next())
+            .context("package_id")?;
+        // `path+file:///.../lambdas/users#0.1.0` names the package by its
+        // directory; `...#users@0.1.0` by name.
+        let package = if package.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            manifest
+                .parent()
+                .and_then(|dir| dir.file_name())
+                .map(|name| name.to_string_lossy().into_owned())
+                .context("package directory")?
+        } else {
+            package.to_owned()
+        };
+        binaries.push(TestBinary {
+            package,
+            name: message["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            kind: message["target"]["kind"][0]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            dir: manifest.parent().context("manifest dir")?.to_path_buf(),
+            src: PathBuf::from(message["target"]["src_path"].as_str().unwrap_or_default()),
+            executable: PathBuf::from(executable),
+        });
+    }
+    Ok(binaries)
+}
+
+/// What each stack test costs, longest first (README's table): the order
+/// they start in, so the longest never starts last. One not listed starts
+/// first.
+const STACK_ORDER: &[&str] = &[
+    "release",
+    "inner_loop",
+    "terraform",
+    "dev",
+    "aws",
+    "moto_venv",
+];
+
+/// Runs the stack tests, `jobs` at a time; each one's output, captured, is
+/// printed whole when it ends. `build` runs alone first: it touches the
+/// functions' sources and asserts they recompile, which another test's
+/// build running meanwhile would do in its place (and it leaves the
+/// release build the others use). The failed ones' labels.
+fn run_stacks(
+    mut stacks: Vec<TestBinary>,
+    jobs: usize,
+    args: &[String],
+    env: &[(&str, std::ffi::OsString)],
+) -> Result<Vec<String>> {
+    let rank = |binary: &TestBinary| match binary.name.as_str() {
+        "build" => 0,
+        name => {
+            1 + STACK_ORDER
+                .iter()
+                .position(|n| *n == name)
+                .map_or(0, |i| i + 1)
+        }
+    };
+    stacks.sort_by_key(rank);
+    let logs = crate::project_root().join("target/test-logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut failed = Vec::new();
+    let mut queue: std::collections::VecDeque<TestBinary> = stacks.into();
+    let mut running: Vec<(TestBinary, std::process::Child, PathBuf, Instant)> = Vec::new();
+    loop {
+        // `build` alone; the rest `jobs` at a time.
+        let alone = |binary: &TestBinary| binary.name == "build";
+        while let Some(next) = queue.front() {
+            let room = if alone(next) || running.iter().any(|(b, ..)| alone(b)) {
+                running.is_empty()
+            } else {
+                running.len() < jobs
+            };
+            if !room {
+                break;
+            }
+            let binary = queue.pop_front().expect("a front");
+            let log = logs.join(format!("{}-{}.log", binary.package, binary.name));
+            let file = std::fs::File::create(&log)?;
+            let child = match binary
+                .command(args, env)
+                .stdout(file.try_clone()?)
+                .stderr(file)
+                .spawn()
+            {
+                Ok(child) => child,
+                Err(err) => {
+                    println!("==> {} could not start: {err}", binary.label());
+                    failed.push(binary.label());
+                    continue;
+                }
+            };
+            println!(
+                "==> started {} (its output: {})",
+                binary.label(),
+                log.display()
+            );
+            running.push((binary, child, log, Instant::now()));
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut index = 0;
+        while index < running.len() {
+            let Some(status) = running[index].1.try_wait()? else {
+                index += 1;
+                continue;
+            };
+            let (binary, _, log, started) = running.swap_remove(index);
+            println!("     Running {}", binary.label());
+            print!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+            println!(
+                "==> {} {} in {:.0} s",
+                binary.label(),
+                if status.success() { "passed" } else { "FAILED" },
+                started.elapsed().as_secs_f64()
+            );
+            if !status.success() {
+                failed.push(binary.label());
+            }
+        }
+    }
+    Ok(failed)
 }
 
 /// The s3s-fs release the files tests run (the newest that builds with the
