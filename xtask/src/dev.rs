@@ -94,10 +94,7 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
             },
         )?;
     }
-    let target = terraform::TargetArgs {
-        aws: false,
-        artifacts_dir: Some(out_dir.clone()),
-    };
+    let target = terraform::TargetArgs::local(out_dir.clone());
     terraform::apply_quietly(sh, local, &target)?;
     let watch = args.watch.then_some(out_dir);
     runtime()?.block_on(serve(local, args.port, args.limits.limits(), watch))

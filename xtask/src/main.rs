@@ -6,6 +6,7 @@
 
 mod artifact;
 mod bench;
+mod bootstrap;
 mod build;
 mod dev;
 mod emulator;
@@ -53,6 +54,8 @@ enum Command {
     Test(test::Args),
     /// Start, stop or query the local AWS emulator (moto on 127.0.0.1:4566).
     Emulator(emulator::Args),
+    /// Create the S3 bucket for terraform/'s state on AWS (once per account) and write terraform/state.s3.tfbackend.
+    Bootstrap(bootstrap::BootstrapArgs),
     /// Apply terraform/ to the local stack (starting the emulator if need be), or to AWS with `--aws`.
     Apply(terraform::ApplyArgs),
     /// Run any terraform command on the local stack (or on AWS with `--aws`): `cargo xtask tf -- plan`.
@@ -109,6 +112,7 @@ fn run(flags: Xtask) -> Result<ExitCode> {
         Command::Build(args) => build::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
         Command::Emulator(args) => emulator::run(&sh, &local, args),
+        Command::Bootstrap(args) => bootstrap::run(&sh, args),
         Command::Apply(args) => terraform::apply(&sh, &local, args),
         Command::Tf(args) => terraform::tf(&sh, &local, args),
         Command::Dev(args) => dev::dev(&sh, &local, args),

@@ -30,6 +30,64 @@ pub struct TargetArgs {
     /// Directory of the build manifest the functions come from [default: target/lambda].
     #[arg(long, value_name = "DIR", env = "XTASK_ARTIFACTS_DIR")]
     pub artifacts_dir: Option<PathBuf>,
+    /// How long to wait for another command's state lock (Terraform's `-lock-timeout`: 0s, 30s, 5m...).
+    #[arg(long, value_name = "DURATION", env = "XTASK_LOCK_TIMEOUT", default_value = DEFAULT_LOCK_TIMEOUT, value_parser = parse_lock_timeout)]
+    pub lock_timeout: String,
+}
+
+/// How long a command waits for another's state lock unless told.
+const DEFAULT_LOCK_TIMEOUT: &str = "2m";
+
+impl TargetArgs {
+    /// The local stack, its functions from `artifacts_dir`, the default lock timeout.
+    pub fn local(artifacts_dir: PathBuf) -> TargetArgs {
+        let lock_timeout = std::env::var("XTASK_LOCK_TIMEOUT")
+            .ok()
+            .and_then(|text| parse_lock_timeout(&text).ok())
+            .unwrap_or_else(|| DEFAULT_LOCK_TIMEOUT.to_owned());
+        TargetArgs {
+            aws: false,
+            artifacts_dir: Some(artifacts_dir),
+            lock_timeout,
+        }
+    }
+}
+
+/// A `-lock-timeout` Terraform takes: a Go duration, a sequence of numbers
+/// with units (`0s`, `30s`, `1m30s`, `1.5h`, `500ms`), or `0`.
+pub fn parse_lock_timeout(text: &str) -> Result<String, String> {
+    let refused = || format!("`{text}` is not a duration such as 0s, 30s, 1m30s or 1h");
+    if text == "0" {
+        return Ok(text.to_owned());
+    }
+    let mut rest = text;
+    let mut seconds = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(refused)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| refused())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(refused()),
+        };
+        seconds += number * scale;
+        rest = &rest[unit_len..];
+    }
+    // Go's durations stop at about 290 years.
+    if text.is_empty() || seconds > 9.2e9 {
+        return Err(refused());
+    }
+    Ok(text.to_owned())
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,7 +120,7 @@ pub fn apply(sh: &Shell, local: &LocalDir, args: ApplyArgs) -> Result<()> {
     terraform
         .command(sh)
         .args(["show"])
-        .arg(&file)
+        .arg(file.as_os_str())
         .run()
         .context("terraform show failed (above)")?;
     if args.dry_run {
@@ -81,7 +139,8 @@ pub fn apply(sh: &Shell, local: &LocalDir, args: ApplyArgs) -> Result<()> {
         terraform
             .command(sh)
             .args(["apply", "-input=false"])
-            .arg(&file)
+            .arg(terraform.lock_timeout())
+            .arg(file.as_os_str())
             .run()
             .context("terraform apply failed (above)")?;
         if !terraform.aws {
@@ -126,14 +185,16 @@ impl Terraform {
             .command(sh)
             // Another command applying here (a publish, a watch cycle) holds
             // the state lock: wait for it rather than fail.
-            .args(["apply", "-input=false", "-no-color", "-lock-timeout=120s"])
+            .args(["apply", "-input=false", "-no-color"])
+            .arg(self.lock_timeout())
             .args(if plan.is_some() {
                 None
             } else {
                 Some("-auto-approve")
             })
             .args(args)
-            .args(plan)
+            // Borrowed: the plan file is removed when `plan` drops.
+            .args(plan.as_deref().map(Path::as_os_str))
             .ignore_status()
             .quiet()
             .output()?;
@@ -156,10 +217,21 @@ impl Terraform {
 /// with its settings; exits with Terraform's exit code.
 pub fn tf(sh: &Shell, local: &LocalDir, args: TfArgs) -> Result<()> {
     let terraform = Terraform::new(sh, local, &args.target)?;
-    if !terraform.dir.join(".terraform").is_dir() {
+    // On AWS, always: init is what checks (and follows) the backend file.
+    if terraform.aws || !terraform.dir.join(".terraform").is_dir() {
         terraform.init(sh)?;
     }
     let mut command: std::process::Command = terraform.command(sh).args(&args.args).into();
+    // The lock timeout for the commands that take the state lock, before
+    // any of the user's own arguments (a `-lock-timeout` of theirs wins).
+    for verb in ["plan", "apply", "destroy", "refresh", "import"] {
+        let key = format!("TF_CLI_ARGS_{verb}");
+        let theirs = std::env::var(&key).unwrap_or_default();
+        command.env(
+            key,
+            format!("{} {theirs}", terraform.lock_timeout()).trim_end(),
+        );
+    }
     eprintln!("$ {command:?}");
     let status = command.status().context("cannot run terraform")?;
     std::process::exit(status.code().unwrap_or(1))
@@ -185,6 +257,8 @@ pub struct Terraform {
     pub aws: bool,
     env: Vec<(&'static str, OsString)>,
     plugin_dir: Option<PathBuf>,
+    /// `-lock-timeout` ([`TargetArgs::lock_timeout`]).
+    lock_timeout: String,
     /// The emulator's endpoint (the local stack).
     endpoint: Option<String>,
 }
@@ -228,6 +302,7 @@ impl Terraform {
                 aws: true,
                 env,
                 plugin_dir: mirror,
+                lock_timeout: args.lock_timeout.clone(),
                 endpoint: None,
             });
         }
@@ -260,6 +335,7 @@ impl Terraform {
             aws: false,
             env,
             plugin_dir: None,
+            lock_timeout: args.lock_timeout.clone(),
             endpoint: Some(emulator.endpoint.clone()),
         })
     }
@@ -292,6 +368,12 @@ impl Terraform {
         command
     }
 
+    /// `-lock-timeout=...`: how long a plan or apply waits for another
+    /// command's state lock before it gives up, saying who holds it.
+    pub fn lock_timeout(&self) -> String {
+        format!("-lock-timeout={}", self.lock_timeout)
+    }
+
     /// Where this target's plans are written: never in `terraform/`.
     pub fn scratch_dir(&self) -> Result<PathBuf> {
         let dir = if self.aws {
@@ -306,16 +388,23 @@ impl Terraform {
         Ok(dir)
     }
 
+    /// A file of this process's own in [`Terraform::scratch_dir`], removed
+    /// when dropped: two commands at once (two applies, say) never read or
+    /// overwrite each other's plan.
+    pub fn scratch_file(&self, name: &str) -> Result<ScratchFile> {
+        ScratchFile::new(&self.scratch_dir()?, name)
+    }
+
     /// `terraform plan` of everything, saved, refused if it moves prod
     /// anywhere but where the pin in the working directory says
     /// ([`crate::release::plan::Plan::prod_mismatches`]): an edit of a prod
     /// alias, deployment or stage in `terraform/` never reaches prod through
     /// an apply; prod moves only through `publish` and `rollback`, whose
     /// plans are held to the same rules for their candidate pin.
-    pub fn checked_plan(&self, sh: &Shell) -> Result<(PathBuf, crate::release::plan::Plan)> {
+    pub fn checked_plan(&self, sh: &Shell) -> Result<(ScratchFile, crate::release::plan::Plan)> {
         use crate::release::plan::{self, ProdTarget};
-        let (file, planned) =
-            plan::make(sh, self, &self.scratch_dir()?.join("apply.tfplan"), None)?;
+        let file = self.scratch_file("apply.tfplan")?;
+        let (_, planned) = plan::make(sh, self, &file, None)?;
         let pin = crate::release::Release::read(&self.dir.join(PIN_FILE))?;
         let api = planned
             .prior
@@ -355,21 +444,94 @@ impl Terraform {
             .plugin_dir
             .as_ref()
             .map(|dir| format!("-plugin-dir={}", dir.display()));
+        // On AWS the state lives in the bucket `bootstrap` made, locked by
+        // a lock file beside it; the local stack's override declares a
+        // local backend instead.
+        let backend_config = match self.aws {
+            true => {
+                let local_state = self.dir.join("terraform.tfstate");
+                if local_state.is_file() {
+                    bail!(
+                        "{} is a local state of terraform/ from before its state lived in S3: \
+                         move it into the bucket once with `terraform -chdir=terraform init \
+                         -migrate-state -backend-config={}` (answer yes), then delete the \
+                         local file (and its .backup)",
+                        local_state.display(),
+                        crate::bootstrap::BACKEND_FILE
+                    );
+                }
+                let file = crate::bootstrap::BACKEND_FILE;
+                if !self.dir.join(file).is_file() {
+                    bail!(
+                        "no state backend for AWS ({}): run `cargo xtask bootstrap --aws` once \
+                         (it creates the state bucket and writes that file), or write it \
+                         yourself (bucket, key, region, use_lockfile = true)",
+                        self.dir.join(file).display()
+                    );
+                }
+                Some(format!("-backend-config={file}"))
+            }
+            false => None,
+        };
         let output = self
             .command(sh)
             .args(["init", "-input=false", "-no-color"])
+            .args(backend_config)
             .args(plugin_dir)
             .ignore_status()
             .output()?;
         if !output.status.success() {
-            bail!(
-                "terraform init failed. Without access to the Terraform registry, point \
-                 TF_PROVIDER_MIRROR at a filesystem mirror holding hashicorp/aws 5.100.0.\n{}{}",
+            let said = format!(
+                "{}{}",
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
+            let hint = if said.contains("registry.terraform.io") || said.contains("provider") {
+                " Without access to the Terraform registry, point TF_PROVIDER_MIRROR at a \
+                 filesystem mirror holding hashicorp/aws 5.100.0."
+            } else {
+                ""
+            };
+            bail!(
+                "terraform init failed in {}.{hint}\n{said}",
+                self.dir.display()
+            );
         }
         Ok(())
+    }
+}
+
+/// A file [`Terraform::scratch_file`] made, removed when dropped. Not
+/// `AsRef<OsStr>`, so it cannot be handed to a command by value (and
+/// removed before the command runs): pass `file.as_os_str()`.
+pub struct ScratchFile(PathBuf);
+
+impl ScratchFile {
+    /// `<pid>-name` in `dir` (made if missing).
+    pub fn new(dir: &Path, name: &str) -> Result<ScratchFile> {
+        fs::create_dir_all(dir)?;
+        Ok(ScratchFile(
+            dir.join(format!("{}-{name}", std::process::id())),
+        ))
+    }
+}
+
+impl std::ops::Deref for ScratchFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchFile {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
     }
 }
 
@@ -666,7 +828,7 @@ terraform {{
 /// hashicorp/aws, for machines without access to the registry:
 /// `$TF_PROVIDER_MIRROR`, else one found under `/opt` (Terraform already
 /// searches its own implied mirror directories), else none.
-fn provider_mirror() -> Result<Option<PathBuf>> {
+pub fn provider_mirror() -> Result<Option<PathBuf>> {
     let holds_aws = |dir: &Path| dir.join("registry.terraform.io/hashicorp/aws").is_dir();
     if let Some(dir) = std::env::var_os("TF_PROVIDER_MIRROR") {
         let dir = PathBuf::from(dir);
@@ -728,6 +890,50 @@ impl LocalDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_timeouts_are_go_durations() {
+        for good in [
+            "0", "0s", "30s", "2m", "1m30s", "1.5h", "500ms", "250us", "10ns",
+        ] {
+            assert_eq!(parse_lock_timeout(good).as_deref(), Ok(good), "{good}");
+        }
+        for bad in [
+            "",
+            "5",
+            "5 m",
+            "ms",
+            "5S",
+            "-1s",
+            "1d",
+            "s5",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_lock_timeout(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn each_process_plans_into_a_file_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("xtask-scratch-{}", std::process::id()));
+        let terraform = Terraform {
+            dir: dir.join("terraform"),
+            aws: false,
+            env: Vec::new(),
+            plugin_dir: None,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT.to_owned(),
+            endpoint: None,
+        };
+        let file = terraform.scratch_file("apply.tfplan").unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(name, format!("{}-apply.tfplan", std::process::id()));
+        assert_eq!(file.parent(), Some(dir.join("release").as_path()));
+        fs::write(&*file, "plan").unwrap();
+        let path = file.to_path_buf();
+        drop(file);
+        assert!(!path.exists(), "a scratch file outlived its guard");
+        let _ = fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn every_aws_provider_configuration_is_pointed_at_the_emulator() {

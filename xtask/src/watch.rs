@@ -123,6 +123,9 @@ pub fn classify(root: &Path, paths: impl IntoIterator<Item = PathBuf>) -> Change
                 change.terraform = true;
                 true
             }
+            // The state bucket's root is AWS's alone: its plan and state
+            // files are no change to the local stack.
+            ["terraform", "bootstrap", ..] => false,
             ["terraform", _, _, ..] => {
                 change.terraform = true;
                 true
@@ -376,10 +379,7 @@ impl Watch {
             )));
         }
         let timer = Instant::now();
-        let target = TargetArgs {
-            aws: false,
-            artifacts_dir: Some(self.artifacts.clone()),
-        };
+        let target = TargetArgs::local(self.artifacts.clone());
         let apply = || -> Result<String> {
             let terraform = Terraform::existing(sh, &self.local, &target)?;
             let args: Vec<String> = if everything {

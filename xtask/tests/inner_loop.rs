@@ -18,45 +18,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Dev, Stack};
+use support::{Dev, Stack, copy_workspace};
 
 /// How long a watch cycle may take here: the first compiles the
 /// dependencies in the watch profile.
 const CYCLE: Duration = Duration::from_secs(300);
-
-/// A copy of the workspace's sources (not its target dir, nor Terraform's
-/// working files) at `to`.
-fn copy_workspace(to: &Path) {
-    fn copy(from: &Path, to: &Path) {
-        if from.is_dir() {
-            let name = from.file_name().unwrap().to_string_lossy();
-            if name == "target" || name.starts_with(".terraform") {
-                return;
-            }
-            std::fs::create_dir_all(to).unwrap();
-            for entry in std::fs::read_dir(from).unwrap() {
-                let entry = entry.unwrap();
-                copy(&entry.path(), &to.join(entry.file_name()));
-            }
-        } else if !from.to_string_lossy().contains(".tfstate") {
-            std::fs::copy(from, to).unwrap();
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let _ = std::fs::remove_dir_all(to);
-    std::fs::create_dir_all(to).unwrap();
-    for entry in [
-        "Cargo.toml",
-        "Cargo.lock",
-        ".cargo",
-        "lambdas",
-        "events",
-        "terraform",
-        "xtask",
-    ] {
-        copy(&root.join(entry), &to.join(entry));
-    }
-}
 
 /// Every file under `root` (but `target/`) and its contents.
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

@@ -362,9 +362,16 @@ output "aliased_account" {
 /// differences live in the generated override, never in `terraform/`.
 #[test]
 fn terraform_dir_knows_no_emulator() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform");
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
+    // Its roots: the stack's, and the state bucket's (bootstrap/).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform");
+    let mut files = Vec::new();
+    for dir in [root.clone(), root.join("bootstrap")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+    }
+    assert!(files.iter().any(|path| path.ends_with("bootstrap/main.tf")));
+    for path in files {
         let name = path.file_name().and_then(OsStr::to_str).unwrap().to_owned();
         if path.extension() != Some(OsStr::new("tf")) {
             continue;

@@ -31,8 +31,8 @@ pub fn run(sh: &Shell, local: &LocalDir, args: PlanArgs) -> Result<ExitCode> {
         "==> terraform plan ({})",
         if terraform.aws { "AWS" } else { "local stack" }
     );
-    let scratch = scratch_dir(local, &terraform)?;
-    let (_, plan) = make(sh, &terraform, &scratch.join("xtask.tfplan"), None)?;
+    let file = terraform.scratch_file("xtask.tfplan")?;
+    let (_, plan) = make(sh, &terraform, &file, None)?;
     let manifest = read_manifest(&args.target)?;
     print!("{}", plan.render(manifest.as_ref()));
     Ok(if plan.is_empty() {
@@ -40,17 +40,6 @@ pub fn run(sh: &Shell, local: &LocalDir, args: PlanArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
-}
-
-/// Where plans and candidate pins are written: never in `terraform/`.
-pub fn scratch_dir(local: &LocalDir, terraform: &Terraform) -> Result<PathBuf> {
-    let dir = if terraform.aws {
-        crate::project_root().join("target/aws")
-    } else {
-        local.0.join("release")
-    };
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn read_manifest(target: &TargetArgs) -> Result<Option<Manifest>> {
@@ -84,7 +73,7 @@ pub fn make(
             "plan",
             "-input=false",
             "-no-color",
-            "-lock-timeout=60s",
+            &terraform.lock_timeout(),
             &out,
         ])
         .args(var_file)

@@ -430,17 +430,12 @@ fn promote(
         resume,
     } = promotion;
     let candidate = &candidate;
-    let scratch = plan::scratch_dir(&world.local, &world.terraform)?;
-    let candidate_file = scratch.join("candidate.tfvars.json");
+    let candidate_file = world.terraform.scratch_file("candidate.tfvars.json")?;
     std::fs::write(&candidate_file, candidate.file_text())?;
     world.terraform.init(sh)?;
     eprintln!("==> terraform plan with the candidate pin");
-    let (plan_file, plan) = plan::make(
-        sh,
-        &world.terraform,
-        &scratch.join("promote.tfplan"),
-        Some(&candidate_file),
-    )?;
+    let plan_file = world.terraform.scratch_file("promote.tfplan")?;
+    let (_, plan) = plan::make(sh, &world.terraform, &plan_file, Some(&candidate_file))?;
     plan::check_promotion(&plan, world, candidate)?;
     // On the runtime the world's SDK clients were made on.
     let prod = runtime.block_on(world.stage("prod"))?;
@@ -462,8 +457,9 @@ fn promote(
         let output = world
             .terraform
             .command(sh)
-            .args(["apply", "-input=false", "-no-color", "-lock-timeout=60s"])
-            .arg(&plan_file)
+            .args(["apply", "-input=false", "-no-color"])
+            .arg(world.terraform.lock_timeout())
+            .arg(plan_file.as_os_str())
             .ignore_status()
             .quiet()
             .output()?;

@@ -144,7 +144,7 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
 
     // The local stack's staging is served by a gateway of our own, on a free
     // port, for the length of the run; the functions' logs go to a file.
-    let log_path = super::plan::scratch_dir(local, &world.terraform)?.join("verify.log");
+    let log_path = world.terraform.scratch_dir()?.join("verify.log");
     let (url, server) = if world.terraform.aws {
         let url = world
             .applied

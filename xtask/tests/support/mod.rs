@@ -37,7 +37,11 @@ impl Stack {
 
     /// `cargo xtask ARGS` with `env` besides the stack's own.
     pub fn xtask_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        for key in foreign_env() {
+            command.env_remove(key);
+        }
+        let output = command
             .args(args)
             .env("XTASK_LOCAL_DIR", &self.local)
             .env("XTASK_ARTIFACTS_DIR", &self.artifacts)
@@ -107,6 +111,52 @@ impl Stack {
             .as_array()
             .unwrap()
             .clone()
+    }
+}
+
+/// The variables of the developer's own set-up that would steer a test's
+/// commands (AWS profiles and endpoints, Terraform's extra arguments, the
+/// lock timeout): removed from every command the tests run.
+pub fn foreign_env() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::vars_os().map(|(key, _)| key).filter(|key| {
+        let key = key.to_string_lossy();
+        key.starts_with("AWS_") || key.starts_with("TF_CLI_ARGS") || key == "XTASK_LOCK_TIMEOUT"
+    })
+}
+
+/// A copy of the workspace's sources (not its target dir, nor Terraform's
+/// working files) at `to`.
+pub fn copy_workspace(to: &Path) {
+    fn copy(from: &Path, to: &Path) {
+        if from.is_dir() {
+            let name = from.file_name().unwrap().to_string_lossy();
+            if name == "target" || name.starts_with(".terraform") {
+                return;
+            }
+            std::fs::create_dir_all(to).unwrap();
+            for entry in std::fs::read_dir(from).unwrap() {
+                let entry = entry.unwrap();
+                copy(&entry.path(), &to.join(entry.file_name()));
+            }
+        } else if !from.to_string_lossy().contains(".tfstate")
+            && from.extension().is_none_or(|ext| ext != "tfbackend")
+        {
+            std::fs::copy(from, to).unwrap();
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for entry in [
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo",
+        "lambdas",
+        "events",
+        "terraform",
+        "xtask",
+    ] {
+        copy(&root.join(entry), &to.join(entry));
     }
 }
 
