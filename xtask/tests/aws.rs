@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
-use support::{Stack, copy_workspace, emulator_sdk};
+use support::{Stack, build_in_real_workspace, copy_workspace, emulator_sdk};
 
 const KEY: &str = "rust-lambda-api/terraform.tfstate";
 
@@ -50,15 +50,7 @@ impl Aws {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let output = self.xtask(args);
-        assert!(
-            output.status.success(),
-            "cargo xtask {} failed ({}):\n{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        self.stack.ok_with(args, &self.env())
     }
 
     fn terraform_dir(&self) -> PathBuf {
@@ -109,12 +101,7 @@ fn the_aws_state_lives_in_a_locked_bucket() {
     stack
         .env
         .push(("XTASK_WORKSPACE".to_owned(), workspace.clone()));
-    // The functions, built by the real workspace (cached there).
-    let built = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["build", "--out-dir", stack.artifacts.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built));
+    build_in_real_workspace(&stack);
     stack.ok(&["emulator", "start", "--port", "0"]);
     let record: Value =
         serde_json::from_slice(&std::fs::read(stack.local.join("emulator.json")).unwrap()).unwrap();

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Dev, Stack, copy_workspace};
+use support::{Dev, Stack, build_in_real_workspace, copy_workspace};
 
 /// How long a watch cycle may take here: the first compiles the
 /// dependencies in the watch profile.
@@ -85,15 +85,7 @@ fn new_functions_and_watched_edits_reach_staging_not_prod() {
 
     // The functions that are not new, built in release by the real
     // workspace (their build is cached there).
-    let built = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["build", "--out-dir", stack.artifacts.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    build_in_real_workspace(&stack);
 
     // Refused, changing nothing.
     let before = snapshot(&workspace);

@@ -59,7 +59,12 @@ impl Stack {
 
     /// `cargo xtask ARGS`, which must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.xtask(args);
+        self.ok_with(args, &[])
+    }
+
+    /// [`Stack::ok`] with `env` besides the stack's own.
+    pub fn ok_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let output = self.xtask_with(args, env);
         assert!(
             output.status.success(),
             "cargo xtask {} failed ({}):\n{}",
@@ -112,6 +117,21 @@ impl Stack {
             .unwrap()
             .clone()
     }
+}
+
+/// Builds every function into the stack's artifacts directory with the
+/// real workspace (not a scratch copy the stack may point at), where the
+/// release build is cached.
+pub fn build_in_real_workspace(stack: &Stack) {
+    let built = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build", "--out-dir", stack.artifacts.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
 }
 
 /// The variables of the developer's own set-up that would steer a test's
