@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
 /// The emulator as pip names it, at the version the project is tested with
-/// (the launcher uses its `werkzeug_app` module to serve it serially).
+/// (the launcher uses its `werkzeug_app` module to serve it one request at a
+/// time).
 const MOTO: &str = "moto[server]==5.2.5";
 /// Its version, which our own virtualenv must hold (a Python of the user's
 /// may hold any moto that serves).
