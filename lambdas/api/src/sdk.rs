@@ -104,6 +104,75 @@ pub async fn config() -> SdkConfig {
     loader.load().await
 }
 
+/// An SDK client made on its first use, not when the function starts.
+///
+/// Making an SDK client parses the service's endpoint partitions (a JSON
+/// document of every AWS partition) and compiles each partition's region
+/// pattern: about a million instructions per service, paid by every cold
+/// start in its Init Duration (`cargo xtask bench --cold-starts` measures
+/// it). Made on first use, that cost moves to the first request that needs
+/// the client, and a request that needs none (a bad request, an unknown
+/// route) never pays it.
+///
+/// ```ignore
+/// let config = api::sdk::config().await;
+/// let dynamodb = api::sdk::Lazy::new(move || aws_sdk_dynamodb::Client::new(&config));
+/// dynamodb.get_item(); // the client is made here, once
+/// ```
+pub struct Lazy<C>(Arc<LazyInner<C>>);
+
+struct LazyInner<C> {
+    client: OnceLock<C>,
+    make: Box<dyn Fn() -> C + Send + Sync>,
+}
+
+impl<C> Lazy<C> {
+    /// A client that `make` makes on first use.
+    pub fn new(make: impl Fn() -> C + Send + Sync + 'static) -> Self {
+        Lazy(Arc::new(LazyInner {
+            client: OnceLock::new(),
+            make: Box::new(make),
+        }))
+    }
+
+    /// Whether the client has been made yet.
+    pub fn is_made(&self) -> bool {
+        self.0.client.get().is_some()
+    }
+}
+
+/// A client made already (tests, or a caller that wants it at init).
+impl<C: Send + Sync + 'static> From<C> for Lazy<C> {
+    fn from(client: C) -> Self {
+        let lazy = Lazy::new(|| unreachable!("the client was made already"));
+        let _ = lazy.0.client.set(client);
+        lazy
+    }
+}
+
+impl<C> std::ops::Deref for Lazy<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        self.0.client.get_or_init(|| (self.0.make)())
+    }
+}
+
+impl<C> Clone for Lazy<C> {
+    fn clone(&self) -> Self {
+        Lazy(Arc::clone(&self.0))
+    }
+}
+
+impl<C: std::fmt::Debug> std::fmt::Debug for Lazy<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.client.get() {
+            Some(client) => f.debug_tuple("Lazy").field(client).finish(),
+            None => f.write_str("Lazy(not made yet)"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +186,23 @@ mod tests {
         assert!(pem.lines().all(|line| line.len() <= 64));
         // The client builds with them (the trust store parses the bundle).
         let _client = http_client();
+    }
+
+    #[test]
+    fn a_lazy_client_is_made_once_on_first_use_and_shared_by_its_clones() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let made = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&made);
+        let lazy = Lazy::new(move || counter.fetch_add(1, Ordering::SeqCst) + 100);
+        let clone = lazy.clone();
+        assert!(!lazy.is_made());
+        assert_eq!(made.load(Ordering::SeqCst), 0, "made before first use");
+        assert_eq!(*clone, 100);
+        assert_eq!(*lazy, 100);
+        assert!(lazy.is_made());
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        let ready = Lazy::from(7);
+        assert!(ready.is_made());
+        assert_eq!(*ready, 7);
     }
 }

@@ -1,5 +1,6 @@
-//! The `chirps` Lambda function: configuration and the DynamoDB client are
-//! built once per cold start, then every invocation goes to `Chirps::handle`.
+//! The `chirps` Lambda function: configuration is read once per cold
+//! start, the DynamoDB client is made on the first request that needs it
+//! ([`api::sdk::Lazy`]), and every invocation goes to `Chirps::handle`.
 
 use chirps::Chirps;
 use chirps::dynamo::DynamoStore;
@@ -10,7 +11,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let tables = chirps::tables_from_env()?;
     let config = api::sdk::config().await;
     let chirps = Chirps {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&config)),
+        store: DynamoStore::new(api::sdk::Lazy::new(move || {
+            aws_sdk_dynamodb::Client::new(&config)
+        })),
         tables,
     };
     api::serve(|request| chirps.handle(request)).await

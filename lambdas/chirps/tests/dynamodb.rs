@@ -307,3 +307,13 @@ async fn corrupt_items_are_backend_errors() {
         Err(StoreError::Backend(_))
     ));
 }
+
+/// The cold start makes no SDK client: the first request that needs one
+/// does ([`api::sdk::Lazy`]).
+#[test]
+fn the_cold_start_makes_no_sdk_client() {
+    testkit::init::assert_init_makes_no_sdk_client(
+        env!("CARGO_BIN_EXE_chirps"),
+        &[("CHIRPS_TABLE_STAGING", "t"), ("CHIRPS_TABLE_PROD", "t")],
+    );
+}

@@ -1,5 +1,6 @@
-//! The `files` Lambda function: configuration and the DynamoDB and S3
-//! clients are built once per cold start, then every invocation goes to
+//! The `files` Lambda function: configuration is read once per cold
+//! start, the DynamoDB and S3 clients are made on the first request that
+//! needs each ([`api::sdk::Lazy`]), and every invocation goes to
 //! `Files::handle`.
 
 use files::Files;
@@ -14,8 +15,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let url_expiry = files::url_expiry_from_env()?;
     let config = api::sdk::config().await;
     let files = Files {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&config)),
-        objects: S3Objects::new(files::s3::client(&config)),
+        store: DynamoStore::new(api::sdk::Lazy::new({
+            let config = config.clone();
+            move || aws_sdk_dynamodb::Client::new(&config)
+        })),
+        objects: S3Objects::new(api::sdk::Lazy::new(move || files::s3::client(&config))),
         tables,
         buckets,
         url_expiry,

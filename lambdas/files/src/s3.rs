@@ -36,16 +36,20 @@ pub fn client(config: &SdkConfig) -> Client {
     Client::from_conf(s3)
 }
 
-/// The S3 store. Clone the client, not the store: build it once per cold
-/// start.
+/// The S3 store. Clone the store (its client is shared): make it once
+/// per cold start.
 #[derive(Debug, Clone)]
 pub struct S3Objects {
-    client: Client,
+    client: api::sdk::Lazy<Client>,
 }
 
 impl S3Objects {
-    pub fn new(client: Client) -> Self {
-        S3Objects { client }
+    /// A store over `client`: one made already, or an [`api::sdk::Lazy`]
+    /// one, made on the first request that needs it.
+    pub fn new(client: impl Into<api::sdk::Lazy<Client>>) -> Self {
+        S3Objects {
+            client: client.into(),
+        }
     }
 }
 

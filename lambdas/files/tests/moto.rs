@@ -422,3 +422,19 @@ async fn an_unreachable_bucket_is_an_internal_error() {
         "nothing deleted"
     );
 }
+
+/// The cold start makes neither SDK client: the first request that needs
+/// each does ([`api::sdk::Lazy`]).
+#[test]
+fn the_cold_start_makes_no_sdk_client() {
+    testkit::init::assert_init_makes_no_sdk_client(
+        env!("CARGO_BIN_EXE_files"),
+        &[
+            ("FILES_TABLE_STAGING", "t"),
+            ("FILES_TABLE_PROD", "t"),
+            ("FILES_BUCKET_STAGING", "b"),
+            ("FILES_BUCKET_PROD", "b"),
+            ("FILES_URL_EXPIRY_SECONDS", "900"),
+        ],
+    );
+}

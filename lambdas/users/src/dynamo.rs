@@ -18,16 +18,20 @@ use crate::store::{StoreError, User, UserStore};
 
 type Item = HashMap<String, AttributeValue>;
 
-/// The DynamoDB store. Clone the client, not the store: build it once per
-/// cold start.
+/// The DynamoDB store. Clone the store (its client is shared): make it
+/// once per cold start.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
-    client: Client,
+    client: api::sdk::Lazy<Client>,
 }
 
 impl DynamoStore {
-    pub fn new(client: Client) -> Self {
-        DynamoStore { client }
+    /// A store over `client`: one made already, or an [`api::sdk::Lazy`]
+    /// one, made on the first request that needs it.
+    pub fn new(client: impl Into<api::sdk::Lazy<Client>>) -> Self {
+        DynamoStore {
+            client: client.into(),
+        }
     }
 }
 

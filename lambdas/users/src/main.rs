@@ -1,5 +1,6 @@
-//! The `users` Lambda function: configuration and the DynamoDB client are
-//! built once per cold start, then every invocation goes to `Users::handle`.
+//! The `users` Lambda function: configuration is read once per cold
+//! start, the DynamoDB client is made on the first request that needs it
+//! ([`api::sdk::Lazy`]), and every invocation goes to `Users::handle`.
 
 use users::Users;
 use users::dynamo::DynamoStore;
@@ -10,7 +11,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let tables = users::tables_from_env()?;
     let config = api::sdk::config().await;
     let users = Users {
-        store: DynamoStore::new(aws_sdk_dynamodb::Client::new(&config)),
+        store: DynamoStore::new(api::sdk::Lazy::new(move || {
+            aws_sdk_dynamodb::Client::new(&config)
+        })),
         tables,
     };
     api::serve(|request| users.handle(request)).await

@@ -327,3 +327,13 @@ async fn unreachable_store_is_a_backend_error() {
         Err(StoreError::Backend(_))
     ));
 }
+
+/// The cold start makes no SDK client: the first request that needs one
+/// does ([`api::sdk::Lazy`]).
+#[test]
+fn the_cold_start_makes_no_sdk_client() {
+    testkit::init::assert_init_makes_no_sdk_client(
+        env!("CARGO_BIN_EXE_users"),
+        &[("USERS_TABLE_STAGING", "t"), ("USERS_TABLE_PROD", "t")],
+    );
+}
