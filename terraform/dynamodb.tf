@@ -20,6 +20,10 @@ resource "aws_dynamodb_table" "users" {
   point_in_time_recovery {
     enabled = each.key == "prod"
   }
+
+  # Prod's data outlives a careless destroy: `cargo xtask destroy
+  # --delete-data` lifts this first (var.prod_deletion_protection).
+  deletion_protection_enabled = each.key == "prod" && var.prod_deletion_protection
 }
 
 # One chirps table per stage (CHIRPS_TABLE_STAGING, CHIRPS_TABLE_PROD), two
@@ -59,4 +63,8 @@ resource "aws_dynamodb_table" "chirps" {
   point_in_time_recovery {
     enabled = each.key == "prod"
   }
+
+  # Prod's data outlives a careless destroy: `cargo xtask destroy
+  # --delete-data` lifts this first (var.prod_deletion_protection).
+  deletion_protection_enabled = each.key == "prod" && var.prod_deletion_protection
 }

@@ -20,6 +20,10 @@ resource "aws_dynamodb_table" "files" {
   point_in_time_recovery {
     enabled = each.key == "prod"
   }
+
+  # Prod's data outlives a careless destroy: `cargo xtask destroy
+  # --delete-data` lifts this first (var.prod_deletion_protection).
+  deletion_protection_enabled = each.key == "prod" && var.prod_deletion_protection
 }
 
 resource "aws_s3_bucket" "files" {

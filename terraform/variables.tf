@@ -55,6 +55,12 @@ variable "log_retention_days" {
   default     = 14
 }
 
+variable "prod_deletion_protection" {
+  description = "Whether prod's DynamoDB tables refuse DeleteTable (deletion protection). `cargo xtask destroy --delete-data` sets it false for the tables it destroys; leave it true otherwise."
+  type        = bool
+  default     = true
+}
+
 variable "throttling_rate_limit" {
   description = "Steady-state requests per second each stage accepts (per method)."
   type        = number

@@ -198,6 +198,8 @@ pub fn state_locked(local: &LocalDir) -> bool {
 pub struct Aws {
     pub lambda: aws_sdk_lambda::Client,
     pub apigateway: aws_sdk_apigateway::Client,
+    /// The configuration they were made from, for clients of other services.
+    pub config: aws_config::SdkConfig,
 }
 
 impl Aws {
@@ -238,6 +240,7 @@ impl Aws {
         Aws {
             lambda: aws_sdk_lambda::Client::new(config),
             apigateway: aws_sdk_apigateway::Client::new(config),
+            config: config.clone(),
         }
     }
 

@@ -8,6 +8,7 @@ mod artifact;
 mod bench;
 mod bootstrap;
 mod build;
+mod destroy;
 mod dev;
 mod emulator;
 mod gateway;
@@ -60,6 +61,8 @@ enum Command {
     Apply(terraform::ApplyArgs),
     /// Run any terraform command on the local stack (or on AWS with `--aws`): `cargo xtask tf -- plan`.
     Tf(terraform::TfArgs),
+    /// Destroy the stack (local, or AWS with `--aws`): shows what goes, refuses to delete data without `--delete-data`.
+    Destroy(destroy::DestroyArgs),
     /// Build, start the emulator, apply, and serve the API's stages on 127.0.0.1:3000 until Ctrl-C.
     Dev(dev::DevArgs),
     /// Invoke one function of the local stack with one event, on the local Lambda host.
@@ -114,6 +117,7 @@ fn run(flags: Xtask) -> Result<ExitCode> {
         Command::Emulator(args) => emulator::run(&sh, &local, args),
         Command::Bootstrap(args) => bootstrap::run(&sh, args),
         Command::Apply(args) => terraform::apply(&sh, &local, args),
+        Command::Destroy(args) => destroy::run(&sh, &local, args),
         Command::Tf(args) => terraform::tf(&sh, &local, args),
         Command::Dev(args) => dev::dev(&sh, &local, args),
         Command::Invoke(args) => dev::invoke(&sh, &local, args),

@@ -4,8 +4,9 @@
 //! One scenario on one emulator, because an apply from scratch is the slow
 //! part: apply, then ask Terraform what a rebuild, a code change and a new
 //! route would change (plans only, so each question starts from the same
-//! applied state). The stack lives in its own directories under
-//! `CARGO_TARGET_TMPDIR`, on a free port, and never touches `target/local`.
+//! applied state); at the end, `destroy` tears it down. The stack lives in
+//! its own directories under `CARGO_TARGET_TMPDIR`, on a free port, and
+//! never touches `target/local`.
 
 mod support;
 
@@ -21,6 +22,78 @@ fn values<'a>(state: &'a [Value], address: &str) -> &'a Value {
         .iter()
         .find(|resource| resource["address"] == address)
         .unwrap_or_else(|| panic!("{address} is not in the state"))["values"]
+}
+
+/// What the emulator lists of every kind of resource the stack makes
+/// (functions, APIs, tables, roles, log groups, buckets), each as the raw
+/// response of its list call. The emulator checks no signature, so a plain
+/// request naming the service in its credential scope will do.
+fn emulator_lists(stack: &Stack) -> Vec<(&'static str, String)> {
+    use std::io::{Read, Write};
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(stack.local.join("emulator.json")).unwrap()).unwrap();
+    let address = record["endpoint"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_owned();
+    let calls: [(&str, &str, &str, &[&str], &str); 6] = [
+        ("lambda", "GET", "/2015-03-31/functions/", &[], ""),
+        ("apigateway", "GET", "/restapis", &[], ""),
+        (
+            "dynamodb",
+            "POST",
+            "/",
+            &[
+                "X-Amz-Target: DynamoDB_20120810.ListTables",
+                "Content-Type: application/x-amz-json-1.0",
+            ],
+            "{}",
+        ),
+        (
+            "iam",
+            "POST",
+            "/",
+            &["Content-Type: application/x-www-form-urlencoded"],
+            "Action=ListRoles&Version=2010-05-08",
+        ),
+        (
+            "logs",
+            "POST",
+            "/",
+            &[
+                "X-Amz-Target: Logs_20140328.DescribeLogGroups",
+                "Content-Type: application/x-amz-json-1.1",
+            ],
+            "{}",
+        ),
+        ("s3", "GET", "/", &[], ""),
+    ];
+    calls
+        .iter()
+        .map(|(service, method, path, headers, body)| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            let mut request = format!(
+                "{method} {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: AWS4-HMAC-SHA256 \
+                 Credential=local/20261202/us-east-1/{service}/aws4_request, SignedHeaders=host, \
+                 Signature=0\r\nContent-Length: {}\r\n",
+                body.len()
+            );
+            for header in *headers {
+                request += &format!("{header}\r\n");
+            }
+            request += "\r\n";
+            request += body;
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            assert!(
+                response.starts_with("HTTP/1.1 200"),
+                "{service}: {response}"
+            );
+            (*service, response)
+        })
+        .collect()
 }
 
 fn set(changes: &[(&str, &str)]) -> BTreeSet<(String, String)> {
@@ -351,6 +424,86 @@ output "aliased_account" {
     );
     std::fs::write(&pin, unpublished).unwrap();
     assert_eq!(stack.plan(), set(&[]), "the pin was not restored");
+
+    // Teardown. Data in a staging table and bucket, and prod's tables'
+    // deletion protection: a dry run shows them and destroys nothing; a
+    // destroy without --delete-data refuses, nothing destroyed; with it,
+    // the emulator keeps nothing of the stack.
+    let before = emulator_lists(&stack);
+    for (service, listed) in &before {
+        assert!(
+            listed.contains("rust-lambda-api"),
+            "{service} lists nothing of the stack"
+        );
+    }
+    let (runtime, config) = support::emulator_sdk(&stack);
+    runtime.block_on(async {
+        aws_sdk_dynamodb::Client::new(&config)
+            .put_item()
+            .table_name("rust-lambda-api-users-staging")
+            .item(
+                "id",
+                aws_sdk_dynamodb::types::AttributeValue::S("kept".into()),
+            )
+            .send()
+            .await
+            .unwrap();
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(s3)
+            .put_object()
+            .bucket("rust-lambda-api-files-staging-123456789012")
+            .key("kept")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"data"))
+            .send()
+            .await
+            .unwrap();
+    });
+    let resources = stack.state().len();
+    let dry = stack.ok(&["destroy", "--dry-run"]);
+    for said in [
+        "aws_lambda_function: rust-lambda-api-chirps, rust-lambda-api-files",
+        "table rust-lambda-api-users-staging holds items",
+        "bucket rust-lambda-api-files-staging-123456789012 holds objects",
+        "aws_dynamodb_table.users[\"prod\"] has deletion protection on",
+        "dry run: nothing was destroyed",
+    ] {
+        assert!(dry.contains(said), "{said:?} not in:\n{dry}");
+    }
+    assert_eq!(
+        stack.state().len(),
+        resources,
+        "the dry run destroyed something"
+    );
+    let refused = stack.xtask(&["destroy"]);
+    assert!(
+        !refused.status.success(),
+        "destroyed data without --delete-data"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--delete-data"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        stack.state().len(),
+        resources,
+        "the refused destroy destroyed something"
+    );
+    let destroyed = stack.ok(&["destroy", "--delete-data"]);
+    assert!(
+        destroyed.contains("nothing of the stack remains"),
+        "{destroyed}"
+    );
+    for (service, listed) in emulator_lists(&stack) {
+        assert!(
+            !listed.contains("rust-lambda-api"),
+            "{service} still lists:\n{listed}"
+        );
+    }
+    let again = stack.ok(&["destroy"]);
+    assert!(again.contains("nothing to destroy"), "{again}");
 
     // The emulator's lifetime is the local stack's.
     stack.ok(&["emulator", "status"]);
