@@ -331,31 +331,9 @@ fn destroy_plan(
     lifted: bool,
 ) -> Result<(crate::terraform::ScratchFile, BTreeSet<String>)> {
     let file = terraform.scratch_file("destroy.tfplan")?;
-    let output = terraform
-        .command(sh)
-        .args(["plan", "-destroy", "-input=false", "-no-color"])
-        .arg(terraform.lock_timeout())
-        .arg(format!("-out={}", file.display()))
-        .args(lifted.then_some("-var=prod_deletion_protection=false"))
-        .ignore_status()
-        .quiet()
-        .output()?;
-    if !output.status.success() {
-        bail!(
-            "terraform plan -destroy failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let shown = terraform
-        .command(sh)
-        .args(["show", "-json"])
-        .arg(file.as_os_str())
-        .quiet()
-        .read()
-        .context("terraform show failed (above)")?;
-    let shown: Value = serde_json::from_str(&shown).context("reading `terraform show -json`")?;
-    let plan = crate::release::plan::Plan::from_json(&shown)?;
+    let mut more = vec!["-destroy".to_owned()];
+    more.extend(lifted.then(|| "-var=prod_deletion_protection=false".to_owned()));
+    let (_, plan) = crate::release::plan::make_with(sh, terraform, &file, &more)?;
     let destroyed = plan
         .changes
         .iter()

@@ -65,8 +65,18 @@ pub fn make(
     file: &Path,
     var_file: Option<&Path>,
 ) -> Result<(PathBuf, Plan)> {
-    let out = format!("-out={}", file.display());
     let var_file = var_file.map(|path| format!("-var-file={}", path.display()));
+    make_with(sh, terraform, file, var_file.as_slice())
+}
+
+/// [`make`] with more of `terraform plan`'s arguments (`-destroy`, `-var=...`).
+pub fn make_with(
+    sh: &Shell,
+    terraform: &Terraform,
+    file: &Path,
+    more: &[String],
+) -> Result<(PathBuf, Plan)> {
+    let out = format!("-out={}", file.display());
     let output = terraform
         .command(sh)
         .args([
@@ -76,7 +86,7 @@ pub fn make(
             &terraform.lock_timeout(),
             &out,
         ])
-        .args(var_file)
+        .args(more)
         .ignore_status()
         .quiet()
         .output()?;
