@@ -62,6 +62,24 @@ impl LimitArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Port of the API on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+    /// Serve the stack applied with `--aws` instead, from an AWS-compatible
+    /// endpoint standing in for AWS (`AWS_ENDPOINT_URL`: the emulator in a
+    /// rehearsal, whose API Gateway has no invoke URL to call). On AWS
+    /// itself API Gateway serves the stages, and this refuses.
+    #[arg(long)]
+    aws: bool,
+    /// Directory of the build manifest the functions' code is found in [default: target/lambda].
+    #[arg(long, value_name = "DIR", env = "XTASK_ARTIFACTS_DIR")]
+    artifacts_dir: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct InvokeArgs {
     /// The function: its name in the build manifest (`status`) or its Lambda name.
     function: String,
@@ -97,17 +115,79 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
     let target = terraform::TargetArgs::local(out_dir.clone());
     terraform::apply_quietly(sh, local, &target)?;
     let watch = args.watch.then_some(out_dir);
-    runtime()?.block_on(serve(local, args.port, args.limits.limits(), watch))
+    runtime()?.block_on(async {
+        let stack = LocalStack::connect(local).await?;
+        let host = stack.host(local, Log::stderr(), args.limits.limits());
+        let gateway = Gateway::new(local, stack.aws, host)
+            .await
+            .context("the local gateway refuses to serve this API")?;
+        serve(local, gateway, args.port, "the local stack's", watch).await
+    })
 }
 
-/// Serves until Ctrl-C; with `watch` (the artifacts directory), the inner
-/// loop runs beside it.
-async fn serve(local: &LocalDir, port: u16, limits: Limits, watch: Option<PathBuf>) -> Result<()> {
-    let stack = LocalStack::connect(local).await?;
-    let host = stack.host(local, Log::stderr(), limits);
-    let gateway = Gateway::new(local, stack.aws, host)
-        .await
-        .context("the local gateway refuses to serve this API")?;
+/// `cargo xtask serve`: the stages of what is applied, served until Ctrl-C
+/// (no build, no apply).
+pub fn serve_applied(sh: &Shell, local: &LocalDir, args: ServeArgs) -> Result<()> {
+    runtime()?.block_on(async {
+        if !args.aws {
+            let stack = LocalStack::connect(local).await?;
+            let host = stack.host(local, Log::stderr(), args.limits.limits());
+            let gateway = Gateway::new(local, stack.aws, host)
+                .await
+                .context("the local gateway refuses to serve this API")?;
+            return serve(local, gateway, args.port, "the local stack's", None).await;
+        }
+        let Some(endpoint) = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+        else {
+            bail!(
+                "on AWS, API Gateway serves the stages (`terraform output invoke_urls`): `serve                  --aws` is for an AWS-compatible endpoint standing in for AWS, named by                  AWS_ENDPOINT_URL"
+            );
+        };
+        let target = terraform::TargetArgs {
+            aws: true,
+            artifacts_dir: args.artifacts_dir.clone(),
+            lock_timeout: "0s".to_owned(),
+        };
+        let world = crate::release::World::open(sh, local, &target).await?;
+        let mut applied = world.applied.clone();
+        applied.artifacts_dir = match &args.artifacts_dir {
+            Some(dir) => std::path::absolute(dir)?,
+            None => crate::project_root().join(build::OUT_DIR),
+        };
+        // The functions call the same endpoint, as the caller (on AWS they
+        // would have their role's credentials).
+        let mut env = vec![("AWS_ENDPOINT_URL".to_owned(), endpoint.clone())];
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+            if let Ok(value) = std::env::var(key) {
+                env.push((key.to_owned(), value));
+            }
+        }
+        let records = LocalDir(crate::project_root().join("target/aws/serve"));
+        let host = crate::host::Host::new(
+            applied.artifacts_dir.clone(),
+            records.0.join("lambda"),
+            env.into_iter().collect(),
+            Log::stderr(),
+            args.limits.limits(),
+        );
+        let gateway = Gateway::remote(applied, records.clone(), world.aws.clone(), host)
+            .await
+            .with_context(|| format!("the local gateway refuses to serve the API at {endpoint}"))?;
+        serve(local, gateway, args.port, &format!("{endpoint}'s"), None).await
+    })
+}
+
+/// Serves `gateway` until Ctrl-C; with `watch` (the artifacts directory),
+/// the inner loop runs beside it.
+async fn serve(
+    local: &LocalDir,
+    gateway: std::sync::Arc<Gateway>,
+    port: u16,
+    whose: &str,
+    watch: Option<PathBuf>,
+) -> Result<()> {
     let (listener, address) = gateway::bind(port).await?;
     let api = gateway.api().await.map_err(anyhow::Error::msg)?;
 
@@ -140,7 +220,7 @@ async fn serve(local: &LocalDir, port: u16, limits: Limits, watch: Option<PathBu
             }
         }
     }
-    println!("serving the local stack's API on {base} (Ctrl-C stops; the emulator keeps running)");
+    println!("serving {whose} API on {base} (Ctrl-C stops; the emulator keeps running)");
     print!(
         "{}",
         build::table(&["stage", "url", "API revision", "runs"], &rows)

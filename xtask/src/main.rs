@@ -65,6 +65,8 @@ enum Command {
     Destroy(destroy::DestroyArgs),
     /// Build, start the emulator, apply, and serve the API's stages on 127.0.0.1:3000 until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Serve the applied stack's stages on 127.0.0.1:3000 (no build, no apply), or with `--aws` those of an AWS-compatible endpoint standing in for AWS.
+    Serve(dev::ServeArgs),
     /// Invoke one function of the local stack with one event, on the local Lambda host.
     Invoke(dev::InvokeArgs),
     /// Add a function: its crate, sample events, routes in terraform/api.tf and smoke cases.
@@ -120,6 +122,7 @@ fn run(flags: Xtask) -> Result<ExitCode> {
         Command::Destroy(args) => destroy::run(&sh, &local, args),
         Command::Tf(args) => terraform::tf(&sh, &local, args),
         Command::Dev(args) => dev::dev(&sh, &local, args),
+        Command::Serve(args) => dev::serve_applied(&sh, &local, args),
         Command::Invoke(args) => dev::invoke(&sh, &local, args),
         Command::New(args) => scaffold::run(&sh, args),
         Command::Bench(args) => bench::run(&sh, args),

@@ -486,12 +486,7 @@ impl Terraform {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
-            let hint = if said.contains("registry.terraform.io") || said.contains("provider") {
-                " Without access to the Terraform registry, point TF_PROVIDER_MIRROR at a \
-                 filesystem mirror holding hashicorp/aws 5.100.0."
-            } else {
-                ""
-            };
+            let hint = init_hint(&said).unwrap_or_default();
             bail!(
                 "terraform init failed in {}.{hint}\n{said}",
                 self.dir.display()
@@ -499,6 +494,52 @@ impl Terraform {
         }
         Ok(())
     }
+}
+
+/// What to do about a failed `terraform init`, from what it said (with a
+/// leading space), where that is clear.
+fn init_hint(said: &str) -> Option<String> {
+    let backend = crate::bootstrap::BACKEND_FILE;
+    let hint = if said.contains("No valid credential sources found") {
+        "No AWS credentials: sign in (`aws sso login --profile P` and AWS_PROFILE=P, or \
+         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or run where a role is assumed (CI's \
+         OIDC role)."
+            .to_owned()
+    } else if said.contains("ExpiredToken") || said.contains("token has expired") {
+        "Your AWS credentials have expired: sign in again (`aws sso login`, or assume the role \
+         again)."
+            .to_owned()
+    } else if said.contains("InvalidClientTokenId") || said.contains("SignatureDoesNotMatch") {
+        "AWS does not know these credentials: check AWS_PROFILE or the access key in use."
+            .to_owned()
+    } else if said.contains("NoSuchBucket")
+        || said.contains("referenced S3 bucket must have been previously created")
+    {
+        format!(
+            "The state bucket that terraform/{backend} names does not exist for these \
+             credentials in its region: run `cargo xtask bootstrap --aws` (it creates it), or fix \
+             bucket and region in that file."
+        )
+    } else if said.contains("AccessDenied") || said.contains("Forbidden") {
+        format!(
+            "These credentials may not use the state bucket that terraform/{backend} names: the \
+             deployer needs s3:ListBucket on it and s3:GetObject, s3:PutObject and \
+             s3:DeleteObject on its objects (terraform/deployer)."
+        )
+    } else if said.contains(backend) {
+        format!(
+            "terraform/{backend} is not valid backend settings (bucket, key, region, \
+             use_lockfile = true): fix it, or delete it and run `cargo xtask bootstrap --aws` to \
+             write it again."
+        )
+    } else if said.contains("registry.terraform.io") || said.contains("provider") {
+        "Without access to the Terraform registry, point TF_PROVIDER_MIRROR at a filesystem \
+         mirror holding hashicorp/aws 5.100.0."
+            .to_owned()
+    } else {
+        return None;
+    };
+    Some(format!(" {hint}"))
 }
 
 /// A file [`Terraform::scratch_file`] made, removed when dropped. Not
@@ -890,6 +931,45 @@ impl LocalDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Terraform's own words (1.11, the S3 backend) for each failure.
+    #[test]
+    fn a_failed_init_says_what_to_do() {
+        let cases = [
+            (
+                "Error: No valid credential sources found",
+                "No AWS credentials",
+            ),
+            (
+                "operation error STS: GetCallerIdentity, api error ExpiredToken: The security \
+                 token included in the request is expired",
+                "have expired",
+            ),
+            (
+                "api error InvalidClientTokenId: The security token included in the request is \
+                 invalid",
+                "does not know these credentials",
+            ),
+            (
+                "The referenced S3 bucket must have been previously created.\nError: operation \
+                 error S3: ListObjectsV2, https response error StatusCode: 404, NoSuchBucket:",
+                "run `cargo xtask bootstrap --aws`",
+            ),
+            (
+                "operation error S3: ListObjectsV2, StatusCode: 403, api error AccessDenied",
+                "s3:ListBucket",
+            ),
+            (
+                "Error: Unsupported argument\n  on state.s3.tfbackend line 2:\n   2: foo = 1",
+                "is not valid backend settings",
+            ),
+        ];
+        for (said, hint) in cases {
+            let got = init_hint(said).unwrap_or_default();
+            assert!(got.contains(hint), "{said:?} -> {got:?}");
+        }
+        assert_eq!(init_hint("Error: something else entirely"), None);
+    }
 
     #[test]
     fn lock_timeouts_are_go_durations() {

@@ -9,7 +9,17 @@
 //! - `apply --aws` keeps the state in that bucket, never in `terraform/`;
 //! - a state lock held elsewhere makes an apply give up, saying who holds
 //!   it, with nothing written; two applies at once leave one consistent
-//!   state.
+//!   state;
+//! - a broken backend file, a state bucket that does not exist and missing
+//!   credentials each stop the command with what to do;
+//! - the release: `serve --aws` serves the stages (the emulator's API
+//!   Gateway has no invoke URL to call), `verify --aws --url` checks
+//!   staging there, `publish --aws` refuses without a receipt and with a
+//!   foreign change in the plan, converges after being killed between pin
+//!   and apply; a second release, `rollback --aws`, `status --aws`, an
+//!   empty plan, and `destroy --aws` leaving none of the stack. The pin and
+//!   history live in `terraform/`, the receipt in `target/aws/`, and none
+//!   of it in the local stack's directory.
 
 mod support;
 
@@ -19,7 +29,7 @@ use std::process::{Command, Output};
 
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
-use support::{Stack, build_in_real_workspace, copy_workspace, emulator_sdk};
+use support::{Dev, Stack, build_in_real_workspace, copy_workspace, emulator_sdk};
 
 const KEY: &str = "rust-lambda-api/terraform.tfstate";
 
@@ -125,6 +135,24 @@ fn the_aws_state_lives_in_a_locked_bucket() {
         "{}",
         text(&early)
     );
+    // A backend file that is not backend settings, and one naming a bucket
+    // that does not exist: each stops at `terraform init`, saying what to
+    // do, with nothing applied.
+    for (settings, says) in [
+        ("bucket = = \"x\"\n", "is not valid backend settings"),
+        (
+            "bucket       = \"no-such-state-bucket\"\nkey          = \"s.tfstate\"\n\
+             region       = \"us-east-1\"\nuse_lockfile = true\n",
+            "does not exist for these credentials",
+        ),
+    ] {
+        std::fs::write(&backend_file, settings).unwrap();
+        let broken = aws.xtask(&["apply", "--aws", "--yes"]);
+        assert!(!broken.status.success());
+        assert!(text(&broken).contains(says), "{}", text(&broken));
+        std::fs::remove_file(&backend_file).unwrap();
+        let _ = std::fs::remove_dir_all(aws.terraform_dir().join(".terraform"));
+    }
     let dry = aws.ok(&["bootstrap", "--aws", "--dry-run"]);
     assert!(dry.contains("dry run: nothing was created"), "{dry}");
     assert!(!backend_file.exists());
@@ -376,4 +404,226 @@ fn the_aws_state_lives_in_a_locked_bucket() {
     );
     let lock_left = runtime.block_on(s3.head_object().bucket(&bucket).key(&lock_key).send());
     assert!(lock_left.is_err(), "an apply left its lock behind");
+
+    // Missing credentials: said, before anything is read or written.
+    let mut keyless = aws.env();
+    keyless.retain(|(key, _)| !key.starts_with("AWS_ACCESS_KEY_ID"));
+    keyless.push(("AWS_ACCESS_KEY_ID", ""));
+    let anonymous = aws.stack.xtask_with(&["status", "--aws"], &keyless);
+    assert!(!anonymous.status.success());
+    assert!(
+        text(&anonymous).contains("No AWS credentials"),
+        "{}",
+        text(&anonymous)
+    );
+
+    release_on_aws(&aws, &runtime, &config);
+}
+
+/// The release flow on "AWS", the stack applied (status at 256 MB) and
+/// nothing published yet.
+fn release_on_aws(aws: &Aws, runtime: &tokio::runtime::Runtime, config: &aws_config::SdkConfig) {
+    let lambda = aws_sdk_lambda::Client::new(config);
+    let pin_path = aws.terraform_dir().join("prod.auto.tfvars.json");
+    let history_path = aws.terraform_dir().join("prod.releases.json");
+    let receipt_path = aws.workspace.join("target/aws/receipt.json");
+    let prod_version = |function: &str| -> Option<String> {
+        runtime
+            .block_on(
+                lambda
+                    .get_alias()
+                    .function_name(format!("rust-lambda-api-{function}"))
+                    .name("prod")
+                    .send(),
+            )
+            .ok()
+            .and_then(|alias| alias.function_version().map(str::to_owned))
+    };
+    let refused = |args: &[&str]| -> String {
+        let output = aws.xtask(args);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "cargo xtask {} did not refuse:\n{}",
+            args.join(" "),
+            text(&output)
+        );
+        text(&output)
+    };
+
+    // Nothing verified: refused.
+    let err = refused(&["publish", "--aws"]);
+    assert!(err.contains("no verify receipt"), "{err}");
+    // On AWS itself, API Gateway serves the stages: serve --aws refuses
+    // without an endpoint standing in for AWS.
+    let mut real = aws.env();
+    real.retain(|(key, _)| *key != "AWS_ENDPOINT_URL");
+    real.push(("AWS_ENDPOINT_URL", ""));
+    let refused_serve = aws.stack.xtask_with(&["serve", "--aws"], &real);
+    assert!(!refused_serve.status.success());
+    assert!(
+        text(&refused_serve).contains("API Gateway serves the stages"),
+        "{}",
+        text(&refused_serve)
+    );
+
+    let serve = Dev::launch(&aws.stack, &["serve", "--aws", "--port", "0"], &aws.env());
+    let staging = format!("http://{}/staging", serve.address);
+    serve.check("GET", "/prod/status", None, 500);
+    let bad_url = aws.xtask(&["verify", "--aws", "--url", "127.0.0.1:1/staging"]);
+    assert_eq!(bad_url.status.code(), Some(2), "{}", text(&bad_url));
+    assert!(
+        text(&bad_url).contains("is not a base URL"),
+        "{}",
+        text(&bad_url)
+    );
+
+    // Release 1.
+    let verified = aws.ok(&["verify", "--aws", "--url", &staging]);
+    assert!(verified.contains("verified: "), "{verified}");
+    let receipt: Value = serde_json::from_slice(&std::fs::read(&receipt_path).unwrap()).unwrap();
+    assert_eq!(receipt["target"], "aws");
+    assert_eq!(receipt["url"], staging.as_str());
+    assert_eq!(receipt["passed"], true);
+    assert!(
+        !aws.stack.local.join("release").exists(),
+        "a release file went to the local stack"
+    );
+    let pin = std::fs::read(&pin_path).unwrap();
+    let dry = aws.ok(&["publish", "--aws", "--dry-run"]);
+    assert!(dry.contains("dry run: nothing was published"), "{dry}");
+    assert_eq!(std::fs::read(&pin_path).unwrap(), pin);
+    assert_eq!(prod_version("status"), None);
+
+    // A foreign change in terraform/ rides along: refused, named, nothing
+    // pinned.
+    let edit = aws.terraform_dir().join("prod_alias_override.tf");
+    std::fs::write(
+        &edit,
+        "resource \"aws_lambda_alias\" \"staging\" {\n  description = \"smuggled\"\n}\n",
+    )
+    .unwrap();
+    let err = refused(&["publish", "--aws"]);
+    assert!(err.contains("aws_lambda_alias.staging"), "{err}");
+    assert_eq!(std::fs::read(&pin_path).unwrap(), pin);
+    std::fs::remove_file(&edit).unwrap();
+
+    // Killed between writing the pin and applying it: prod has not moved;
+    // run again, it converges.
+    let pause = aws.workspace.join("pause");
+    std::fs::create_dir_all(&pause).unwrap();
+    let mut interrupted = aws.env();
+    let pause_dir = pause.to_str().unwrap().to_owned();
+    interrupted.extend([
+        ("XTASK_TEST_PAUSE_DIR", pause_dir.as_str()),
+        ("XTASK_TEST_PAUSE_AT", "apply"),
+        ("XTASK_TEST_PAUSE_FUNCTION", "prod"),
+    ]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    for key in support::foreign_env() {
+        command.env_remove(key);
+    }
+    let mut child = command
+        .args(["publish", "--aws"])
+        .env("XTASK_LOCAL_DIR", &aws.stack.local)
+        .env("XTASK_ARTIFACTS_DIR", &aws.stack.artifacts)
+        .env("XTASK_WORKSPACE", &aws.workspace)
+        .envs(interrupted.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !pause.join("prod.ready").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "publish never reached its apply"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "publish ended before its apply"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ne!(
+        std::fs::read(&pin_path).unwrap(),
+        pin,
+        "the pin was not written"
+    );
+    assert_eq!(prod_version("status"), None, "prod moved before the apply");
+    let published = aws.ok(&["publish", "--aws"]);
+    assert!(published.contains("prod is at release 1"), "{published}");
+    assert!(published.contains("commit "), "{published}");
+    assert_eq!(prod_version("status").as_deref(), Some("1"));
+    let history: Value = serde_json::from_slice(&std::fs::read(&history_path).unwrap()).unwrap();
+    assert_eq!(
+        history["releases"].as_array().unwrap().len(),
+        1,
+        "{history}"
+    );
+    let answered = |path: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let reply = serve.call("GET", path, None);
+            if reply.status == 200 || std::time::Instant::now() > deadline {
+                return reply;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    let prod = answered("/prod/status");
+    assert_eq!(prod.status, 200, "{}", prod.body);
+    assert_eq!(prod.body["function_version"], "1", "{}", prod.body);
+
+    // Release 2: status with more memory (a version snapshots its
+    // configuration), verified and published.
+    std::fs::write(
+        aws.terraform_dir().join("memory.auto.tfvars.json"),
+        r#"{"memory_size": 512}"#,
+    )
+    .unwrap();
+    aws.ok(&["apply", "--aws", "--yes"]);
+    let err = refused(&["publish", "--aws"]);
+    assert!(err.contains("changed since verify"), "{err}");
+    aws.ok(&["verify", "--aws", "--url", &staging]);
+    let published = aws.ok(&["publish", "--aws"]);
+    assert!(published.contains("prod is at release 2"), "{published}");
+    assert_eq!(prod_version("status").as_deref(), Some("2"));
+    let status = aws.ok(&["status", "--aws"]);
+    assert!(status.contains("release 2"), "{status}");
+
+    // Rollback: prod on release 1's versions again, and the pin says so.
+    let rolled = aws.ok(&["rollback", "--aws"]);
+    assert!(rolled.contains("prod is at release 1"), "{rolled}");
+    assert_eq!(prod_version("status").as_deref(), Some("1"));
+    let pinned: Value = serde_json::from_slice(&std::fs::read(&pin_path).unwrap()).unwrap();
+    assert_eq!(pinned["prod_release"]["release"], 1, "{pinned}");
+    let status = aws.ok(&["status", "--aws"]);
+    assert!(status.contains("release 1"), "{status}");
+    let plan = aws.xtask(&["plan", "--aws"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    drop(serve);
+
+    // Teardown: nothing of the stack stays; the state bucket does.
+    let destroyed = aws.ok(&["destroy", "--aws", "--yes", "--delete-data"]);
+    assert!(destroyed.contains("destroyed"), "{destroyed}");
+    assert!(!receipt_path.exists(), "the receipt outlived the stack");
+    runtime.block_on(async {
+        let functions = lambda.list_functions().send().await.unwrap();
+        assert!(functions.functions().is_empty(), "{functions:?}");
+        let apis = aws_sdk_apigateway::Client::new(config)
+            .get_rest_apis()
+            .send()
+            .await
+            .unwrap();
+        assert!(apis.items().is_empty(), "{apis:?}");
+        let tables = aws_sdk_dynamodb::Client::new(config)
+            .list_tables()
+            .send()
+            .await
+            .unwrap();
+        assert!(tables.table_names().is_empty(), "{tables:?}");
+    });
 }

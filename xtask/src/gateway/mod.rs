@@ -53,12 +53,65 @@ pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 pub struct Gateway {
-    local: LocalDir,
+    source: Source,
     aws: Aws,
     pub host: Arc<Host>,
     loaded: tokio::sync::RwLock<Loaded>,
     reloading: tokio::sync::Mutex<()>,
     limiter: std::sync::Mutex<limits::Limiter>,
+}
+
+/// Where the gateway learns what is applied.
+enum Source {
+    /// The local stack: its Terraform state's outputs, reloaded whenever
+    /// that file changes.
+    Local(LocalDir),
+    /// A stack applied elsewhere (`serve --aws`, an AWS-compatible endpoint
+    /// standing in for AWS): the outputs read at start; the API and its
+    /// aliases re-read every [`REMOTE_REFRESH`]; configurations recorded
+    /// under `records`.
+    Remote { applied: Applied, records: LocalDir },
+}
+
+/// How often a [`Source::Remote`] gateway re-reads the API and aliases.
+const REMOTE_REFRESH: Duration = Duration::from_secs(1);
+
+impl Source {
+    /// What changes when the applied stack does (`None`: nothing to watch).
+    fn stamp(&self) -> Option<(SystemTime, u64)> {
+        match self {
+            Source::Local(local) => stamp(local),
+            Source::Remote { .. } => None,
+        }
+    }
+
+    /// Whether the last load is still what is applied.
+    fn fresh(&self, loaded: &Loaded, stamp: Option<(SystemTime, u64)>) -> bool {
+        match self {
+            Source::Local(_) => {
+                loaded.stamp == stamp && (loaded.api.is_ok() || loaded.at.elapsed() < RETRY_AFTER)
+            }
+            Source::Remote { .. } => loaded.at.elapsed() < REMOTE_REFRESH,
+        }
+    }
+
+    /// An apply holds the state (serve what was there before it).
+    fn locked(&self) -> bool {
+        match self {
+            Source::Local(local) => live::state_locked(local),
+            Source::Remote { .. } => false,
+        }
+    }
+
+    async fn load(&self, aws: &Aws) -> Result<Api> {
+        match self {
+            Source::Local(local) => {
+                let applied = Applied::read(local)?;
+                config::load(aws, &applied, local).await
+            }
+            Source::Remote { applied, records } => config::load(aws, applied, records).await,
+        }
+    }
 }
 
 struct Loaded {
@@ -72,10 +125,26 @@ impl Gateway {
     /// Loads the applied API; an error (something this gateway does not
     /// emulate, nothing applied) refuses to start.
     pub async fn new(local: &LocalDir, aws: Aws, host: Arc<Host>) -> Result<Arc<Gateway>> {
-        let stamp = stamp(local);
-        let api = load(local, &aws).await?;
+        Gateway::from_source(Source::Local(local.clone()), aws, host).await
+    }
+
+    /// A gateway of a stack applied elsewhere (`applied`: its outputs),
+    /// whose API `aws` reads; configurations it loads are recorded under
+    /// `records`.
+    pub async fn remote(
+        applied: Applied,
+        records: LocalDir,
+        aws: Aws,
+        host: Arc<Host>,
+    ) -> Result<Arc<Gateway>> {
+        Gateway::from_source(Source::Remote { applied, records }, aws, host).await
+    }
+
+    async fn from_source(source: Source, aws: Aws, host: Arc<Host>) -> Result<Arc<Gateway>> {
+        let stamp = source.stamp();
+        let api = source.load(&aws).await?;
         Ok(Arc::new(Gateway {
-            local: local.clone(),
+            source,
             aws,
             host,
             loaded: tokio::sync::RwLock::new(Loaded {
@@ -95,28 +164,29 @@ impl Gateway {
 
     /// The API as applied now: reloaded if Terraform changed the state since.
     pub async fn current(&self) -> Result<Arc<Api>, String> {
-        let fresh = |loaded: &Loaded, stamp| {
-            loaded.stamp == stamp && (loaded.api.is_ok() || loaded.at.elapsed() < RETRY_AFTER)
-        };
-        let stamp = stamp(&self.local);
+        let stamp = self.source.stamp();
         {
             let loaded = self.loaded.read().await;
             // While an apply holds the state, serve what was there before it.
-            if fresh(&loaded, stamp) || live::state_locked(&self.local) {
+            if self.source.fresh(&loaded, stamp) || self.source.locked() {
                 return loaded.api.clone();
             }
         }
         let _reloading = self.reloading.lock().await;
-        if fresh(&*self.loaded.read().await, stamp) {
+        if self.source.fresh(&*self.loaded.read().await, stamp) {
             return self.api().await;
         }
-        let api = match load(&self.local, &self.aws).await {
+        let last = self.api().await.ok().map(|api| summary(&api));
+        let api = match self.source.load(&self.aws).await {
             Ok(api) => {
                 let api = Arc::new(api);
-                self.host.log.line(format_args!(
-                    "==> reloaded the applied API: {}",
-                    summary(&api)
-                ));
+                // (A remote source reloads every second: said when it moved.)
+                let now = summary(&api);
+                if last.as_ref() != Some(&now) || matches!(self.source, Source::Local(_)) {
+                    self.host
+                        .log
+                        .line(format_args!("==> reloaded the applied API: {now}"));
+                }
                 let served: Vec<_> = api
                     .stages
                     .values()
@@ -508,11 +578,6 @@ fn too_long() -> Response<Full<Bytes>> {
 fn stamp(local: &LocalDir) -> Option<(SystemTime, u64)> {
     let metadata = std::fs::metadata(live::state_file(local)).ok()?;
     Some((metadata.modified().ok()?, metadata.len()))
-}
-
-async fn load(local: &LocalDir, aws: &Aws) -> Result<Api> {
-    let applied = Applied::read(local)?;
-    config::load(aws, &applied, local).await
 }
 
 /// One line per stage: what it serves.

@@ -373,19 +373,21 @@ async fn wait_until_active(world: &World, function: &str, version: &str) -> Resu
     }
 }
 
-/// A test seam of the local stack: with `XTASK_TEST_PAUSE_DIR` naming a
+/// A test seam of the release flow: with `XTASK_TEST_PAUSE_DIR` naming a
 /// directory, `XTASK_TEST_PAUSE_AT` a step (`checks`: before publish reads
 /// `$LATEST` to check it against the receipt; `publish`: just before its
-/// PublishVersion) and `XTASK_TEST_PAUSE_FUNCTION` a Lambda function,
-/// `publish` writes `<dir>/<function>.ready` at that step of that function
-/// and waits (up to two minutes) for `<dir>/<function>.go`, so a test can
-/// change the function at exactly that step and see the guard that comes
-/// next refuse. Unset, and always on AWS, nothing waits.
+/// PublishVersion; `apply`: after the pin is written, before the apply)
+/// and `XTASK_TEST_PAUSE_FUNCTION` the Lambda function (`prod` for
+/// `apply`), the command writes `<dir>/<function>.ready` at that step and
+/// waits (up to two minutes) for `<dir>/<function>.go`, so a test can change
+/// the function (or stop the command) at exactly that step. Unset, and on
+/// AWS itself (no `AWS_ENDPOINT_URL` naming an emulator), nothing waits.
 async fn pause(world: &World, step: &str, function: &str) -> Result<()> {
     let Some(dir) = std::env::var_os("XTASK_TEST_PAUSE_DIR") else {
         return Ok(());
     };
-    if world.terraform.aws
+    let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|url| !url.is_empty());
+    if (world.terraform.aws && !emulated)
         || std::env::var("XTASK_TEST_PAUSE_AT").as_deref() != Ok(step)
         || std::env::var("XTASK_TEST_PAUSE_FUNCTION").as_deref() != Ok(function)
     {
@@ -452,6 +454,7 @@ fn promote(
         candidate.write(&world.pin_path())?;
         eprintln!("==> wrote the prod pin {}", world.pin_path().display());
     }
+    runtime.block_on(pause(world, "apply", "prod"))?;
     if !plan.is_empty() {
         eprintln!("==> terraform apply (the saved plan)");
         let output = world

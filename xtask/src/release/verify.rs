@@ -23,6 +23,26 @@ use crate::terraform::TargetArgs;
 pub struct VerifyArgs {
     #[command(flatten)]
     target: TargetArgs,
+    /// The staging stage's base URL where something else serves it (a custom
+    /// domain; `cargo xtask serve --aws`) [default: its invoke URL on AWS,
+    /// a gateway of verify's own on the local stack].
+    #[arg(long, value_name = "BASE", value_parser = parse_base_url)]
+    url: Option<String>,
+}
+
+/// An `http(s)://` base URL, without its trailing slash.
+fn parse_base_url(text: &str) -> Result<String, String> {
+    let base = text.trim_end_matches('/');
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.contains(['?', '#', ' ']) => Ok(base.to_owned()),
+        _ => Err(format!(
+            "`{text}` is not a base URL: give http(s)://HOST[:PORT][/PATH], e.g. \
+             http://127.0.0.1:3000/staging"
+        )),
+    }
 }
 
 /// What one verify found, kept for `publish`.
@@ -145,7 +165,9 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
     // The local stack's staging is served by a gateway of our own, on a free
     // port, for the length of the run; the functions' logs go to a file.
     let log_path = world.terraform.scratch_dir()?.join("verify.log");
-    let (url, server) = if world.terraform.aws {
+    let (url, server) = if let Some(url) = args.url.clone() {
+        (url, None)
+    } else if world.terraform.aws {
         let url = world
             .applied
             .invoke_urls
@@ -410,6 +432,28 @@ fn table(receipt: &Receipt) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_url_is_http_or_https_with_a_host() {
+        assert_eq!(
+            parse_base_url("http://127.0.0.1:3000/staging/").unwrap(),
+            "http://127.0.0.1:3000/staging"
+        );
+        assert_eq!(
+            parse_base_url("https://staging.api.example.com").unwrap(),
+            "https://staging.api.example.com"
+        );
+        for bad in [
+            "127.0.0.1:3000",
+            "ftp://host",
+            "http://",
+            "https://h/s?x=1",
+            "",
+        ] {
+            let err = parse_base_url(bad).unwrap_err();
+            assert!(err.contains("is not a base URL"), "{bad}: {err}");
+        }
+    }
 
     fn running(version: &str, hash: &str) -> Running {
         Running {

@@ -223,13 +223,29 @@ impl Dev {
 
     /// `cargo xtask dev --no-build --port 0 ARGS`.
     pub fn start_with(stack: &Stack, args: &[&str]) -> Dev {
-        let log = stack.local.parent().unwrap().join("dev.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["dev", "--no-build", "--port", "0"])
+        let mut command = vec!["dev", "--no-build", "--port", "0"];
+        command.extend_from_slice(args);
+        Dev::launch(stack, &command, &[])
+    }
+
+    /// `cargo xtask ARGS` (a command that serves the API and prints where),
+    /// with `env` besides the stack's.
+    pub fn launch(stack: &Stack, args: &[&str], env: &[(&str, &str)]) -> Dev {
+        let log = stack
+            .local
+            .parent()
+            .unwrap()
+            .join(format!("{}.log", args[0]));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        for key in foreign_env() {
+            command.env_remove(key);
+        }
+        let mut child = command
             .args(args)
             .env("XTASK_LOCAL_DIR", &stack.local)
             .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
             .envs(stack.env.iter().cloned())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -238,11 +254,12 @@ impl Dev {
         let address = loop {
             let Some(Ok(line)) = lines.next() else {
                 panic!(
-                    "cargo xtask dev stopped before serving:\n{}",
+                    "cargo xtask {} stopped before serving:\n{}",
+                    args[0],
                     std::fs::read_to_string(&log).unwrap()
                 );
             };
-            println!("dev: {line}");
+            println!("{}: {line}", args[0]);
             if let Some(rest) = line.split("API on http://").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
@@ -374,7 +391,8 @@ impl Drop for Dev {
             .status();
         let _ = self.child.wait();
         eprintln!(
-            "--- cargo xtask dev's log ---\n{}",
+            "--- cargo xtask's log ({}) ---\n{}",
+            self.log.display(),
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
     }
