@@ -304,7 +304,7 @@ pub fn ensure_moto(sh: &Shell) -> Result<String> {
 /// `base -m venv dir`, with pip in it; where the distribution leaves
 /// `ensurepip` out (Debian without `python3-venv`), a virtualenv without
 /// pip that the base Python's pip installs into (`pip --python`).
-fn make_venv(sh: &Shell, base: &str, dir: &str) -> Result<()> {
+pub fn make_venv(sh: &Shell, base: &str, dir: &str) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     if cmd!(sh, "{base} -m venv {dir}").quiet().run().is_ok() {
         return Ok(());

