@@ -42,3 +42,8 @@ output "region" {
   description = "Region everything is deployed in."
   value       = var.region
 }
+
+output "custom_urls" {
+  description = "Base URL of each stage at the custom domain (empty without `domain`)."
+  value       = { for stage, host in local.hosts : stage => "https://${host}" }
+}

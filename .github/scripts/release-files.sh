@@ -14,6 +14,11 @@
 # always main's plus this job's change.
 set -euo pipefail
 
+# The jobs run as root in a container while the checkout belongs to the
+# runner's user: without this, git refuses the repository ("dubious
+# ownership").
+git config --global --add safe.directory "${GITHUB_WORKSPACE:-$PWD}"
+
 files=(terraform/prod.auto.tfvars.json terraform/prod.releases.json)
 
 fetch_main() {

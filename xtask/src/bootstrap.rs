@@ -122,13 +122,7 @@ pub fn run(sh: &Shell, args: BootstrapArgs) -> Result<()> {
         .region
         .clone()
         .or_else(|| existing.as_ref().map(|s| s.region.clone()))
-        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
-        .or_else(|| {
-            std::env::var("AWS_DEFAULT_REGION")
-                .ok()
-                .filter(|r| !r.is_empty())
-        })
-        .unwrap_or_else(|| "us-east-1".to_owned());
+        .unwrap_or_else(shell_region);
     let bucket = args
         .bucket
         .clone()
@@ -154,42 +148,13 @@ pub fn run(sh: &Shell, args: BootstrapArgs) -> Result<()> {
         refuse_other(&wanted, existing)?;
     }
 
-    let plugin_dir =
-        crate::terraform::provider_mirror()?.map(|dir| format!("-plugin-dir={}", dir.display()));
-    eprintln!("==> terraform init ({})", dir.display());
-    let init = cmd!(sh, "terraform -chdir={dir} init -input=false -no-color")
-        .args(plugin_dir)
-        .ignore_status()
-        .output()?;
-    if !init.status.success() {
-        bail!(
-            "terraform init failed in {}:\n{}{}",
-            dir.display(),
-            String::from_utf8_lossy(&init.stdout),
-            String::from_utf8_lossy(&init.stderr)
-        );
-    }
-
+    let small = SmallRoot::new(&dir);
+    small.init(sh)?;
     let mut vars = vec![format!("-var=name={name}"), format!("-var=region={region}")];
     if let Some(bucket) = &bucket {
         vars.push(format!("-var=bucket={bucket}"));
     }
-    // Never in terraform/: the scratch directory of the AWS target.
-    let plan = crate::terraform::ScratchFile::new(&root.join("target/aws"), "bootstrap.tfplan")?;
-    let out = format!("-out={}", plan.display());
-    eprintln!("==> terraform plan (the state bucket)");
-    cmd!(
-        sh,
-        "terraform -chdir={dir} plan -input=false -lock-timeout=60s {out} {vars...}"
-    )
-    .run()
-    .context("terraform plan failed (above)")?;
-    let plan_path = plan.as_os_str();
-    let planned: Value = serde_json::from_str(
-        &cmd!(sh, "terraform -chdir={dir} show -json {plan_path}")
-            .quiet()
-            .read()?,
-    )?;
+    let (plan, planned) = small.plan(sh, &root, "bootstrap", "the state bucket", &vars)?;
     let bucket = planned["planned_values"]["outputs"]["bucket"]["value"]
         .as_str()
         .context("the plan does not know the bucket's name")?
@@ -202,16 +167,7 @@ pub fn run(sh: &Shell, args: BootstrapArgs) -> Result<()> {
     if let Some(existing) = &existing {
         refuse_other(&settings, existing)?;
     }
-    let changes = planned["resource_changes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|change| {
-            change["change"]["actions"]
-                .as_array()
-                .is_some_and(|actions| actions.iter().any(|a| a != "no-op" && a != "read"))
-        })
-        .count();
+    let changes = SmallRoot::changes(&planned);
     if args.dry_run {
         println!("dry run: nothing was created ({changes} change(s) planned to bucket {bucket})");
         return Ok(());
@@ -225,12 +181,7 @@ pub fn run(sh: &Shell, args: BootstrapArgs) -> Result<()> {
                 bail!("nothing was created (answer `yes`, or pass --yes)");
             }
         }
-        cmd!(
-            sh,
-            "terraform -chdir={dir} apply -input=false -lock-timeout=60s {plan_path}"
-        )
-        .run()
-        .context("terraform apply failed (above); run bootstrap again once it is fixed")?;
+        small.apply(sh, &plan, "bootstrap")?;
     }
 
     match existing {
@@ -245,6 +196,146 @@ pub fn run(sh: &Shell, args: BootstrapArgs) -> Result<()> {
          there, locked by a lock file beside it"
     );
     Ok(())
+}
+
+/// The state bucket and key `terraform/state.s3.tfbackend` names, if it
+/// exists.
+pub fn backend_bucket_and_key(root: &Path) -> Result<Option<(String, String)>> {
+    let path = root.join("terraform").join(BACKEND_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let settings = Settings::parse(&text).with_context(|| {
+                format!("{} lacks a bucket, key or region: fix it", path.display())
+            })?;
+            Ok(Some((settings.bucket, settings.key)))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err).context(format!("reading {}", path.display())),
+    }
+}
+
+/// The shell's region: `$AWS_REGION`, else `$AWS_DEFAULT_REGION`, else
+/// us-east-1.
+pub fn shell_region() -> String {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|key| std::env::var(key).ok().filter(|region| !region.is_empty()))
+        .unwrap_or_else(|| "us-east-1".to_owned())
+}
+
+/// A small Terraform root of its own, applied once per account with an
+/// administrator's credentials (`terraform/bootstrap`, `terraform/deployer`):
+/// its state is local, in that directory.
+pub struct SmallRoot {
+    dir: std::path::PathBuf,
+}
+
+impl SmallRoot {
+    pub fn new(dir: &Path) -> SmallRoot {
+        SmallRoot {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `terraform init`, from the provider mirror when there is one.
+    pub fn init(&self, sh: &Shell) -> Result<()> {
+        let dir = &self.dir;
+        let plugin_dir = crate::terraform::provider_mirror()?
+            .map(|dir| format!("-plugin-dir={}", dir.display()));
+        eprintln!("==> terraform init ({})", dir.display());
+        let init = cmd!(sh, "terraform -chdir={dir} init -input=false -no-color")
+            .args(plugin_dir)
+            .ignore_status()
+            .output()?;
+        if !init.status.success() {
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&init.stdout),
+                String::from_utf8_lossy(&init.stderr)
+            );
+            let hint = crate::terraform::init_hint(&said).unwrap_or_default();
+            bail!("terraform init failed in {}.{hint}\n{said}", dir.display());
+        }
+        Ok(())
+    }
+
+    /// `terraform plan` with `vars` into a scratch file under the
+    /// workspace's `target/aws` (named for `command`), shown; the plan as
+    /// `terraform show -json` prints it.
+    pub fn plan(
+        &self,
+        sh: &Shell,
+        workspace: &Path,
+        command: &str,
+        what: &str,
+        vars: &[String],
+    ) -> Result<(crate::terraform::ScratchFile, Value)> {
+        let dir = &self.dir;
+        // Never in terraform/: the scratch directory of the AWS target.
+        let plan = crate::terraform::ScratchFile::new(
+            &workspace.join("target/aws"),
+            &format!("{command}.tfplan"),
+        )?;
+        let out = format!("-out={}", plan.display());
+        eprintln!("==> terraform plan ({what})");
+        cmd!(
+            sh,
+            "terraform -chdir={dir} plan -input=false -lock-timeout=60s {out} {vars...}"
+        )
+        .run()
+        .context("terraform plan failed (above)")?;
+        let plan_path = plan.as_os_str();
+        let planned: Value = serde_json::from_str(
+            &cmd!(sh, "terraform -chdir={dir} show -json {plan_path}")
+                .quiet()
+                .read()?,
+        )?;
+        Ok((plan, planned))
+    }
+
+    /// How many resources `planned` creates, changes or destroys.
+    pub fn changes(planned: &Value) -> usize {
+        planned["resource_changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|change| {
+                change["change"]["actions"]
+                    .as_array()
+                    .is_some_and(|actions| actions.iter().any(|a| a != "no-op" && a != "read"))
+            })
+            .count()
+    }
+
+    /// Applies exactly the saved `plan`.
+    pub fn apply(
+        &self,
+        sh: &Shell,
+        plan: &crate::terraform::ScratchFile,
+        command: &str,
+    ) -> Result<()> {
+        let dir = &self.dir;
+        let plan_path = plan.as_os_str();
+        cmd!(
+            sh,
+            "terraform -chdir={dir} apply -input=false -lock-timeout=60s {plan_path}"
+        )
+        .run()
+        .with_context(|| {
+            format!("terraform apply failed (above); run {command} again once it is fixed")
+        })?;
+        Ok(())
+    }
+
+    /// `terraform output -json`.
+    pub fn outputs(&self, sh: &Shell) -> Result<Value> {
+        let dir = &self.dir;
+        Ok(serde_json::from_str(
+            &cmd!(sh, "terraform -chdir={dir} output -json")
+                .quiet()
+                .read()?,
+        )?)
+    }
 }
 
 fn write_new(path: &Path, text: &str) -> Result<()> {

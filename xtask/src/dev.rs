@@ -137,12 +137,11 @@ pub fn serve_applied(sh: &Shell, local: &LocalDir, args: ServeArgs) -> Result<()
                 .context("the local gateway refuses to serve this API")?;
             return serve(local, gateway, args.port, "the local stack's", None).await;
         }
-        let Some(endpoint) = std::env::var("AWS_ENDPOINT_URL")
-            .ok()
-            .filter(|url| !url.is_empty())
-        else {
+        let Some(endpoint) = crate::live::emulated_endpoint() else {
             bail!(
-                "on AWS, API Gateway serves the stages (`terraform output invoke_urls`): `serve                  --aws` is for an AWS-compatible endpoint standing in for AWS, named by                  AWS_ENDPOINT_URL"
+                "on AWS, API Gateway serves the stages (`terraform output invoke_urls`): `serve \
+                 --aws` is for an AWS-compatible endpoint on this machine standing in for AWS, \
+                 named by AWS_ENDPOINT_URL (a loopback address; the functions get your keys)"
             );
         };
         let target = terraform::TargetArgs {
@@ -159,7 +158,11 @@ pub fn serve_applied(sh: &Shell, local: &LocalDir, args: ServeArgs) -> Result<()
         // The functions call the same endpoint, as the caller (on AWS they
         // would have their role's credentials).
         let mut env = vec![("AWS_ENDPOINT_URL".to_owned(), endpoint.clone())];
-        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        for key in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
             if let Ok(value) = std::env::var(key) {
                 env.push((key.to_owned(), value));
             }

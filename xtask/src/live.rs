@@ -90,6 +90,8 @@ pub struct Applied {
     pub function_names: BTreeMap<String, String>,
     /// Stage -> its base URL.
     pub invoke_urls: BTreeMap<String, String>,
+    /// Stage -> its base URL at the custom domain (none without one).
+    pub custom_urls: BTreeMap<String, String>,
     /// `"consumer/stage"` -> the id of that consumer's API key to that stage.
     pub api_keys: BTreeMap<String, String>,
     /// The build directory the functions' zips came from.
@@ -146,6 +148,11 @@ impl Applied {
                 .context("the function_names output")?,
             invoke_urls: serde_json::from_value(output("invoke_urls")?)
                 .context("the invoke_urls output")?,
+            // Stacks applied before custom domains existed have no such output.
+            custom_urls: match output("custom_urls") {
+                Ok(urls) => serde_json::from_value(urls).context("the custom_urls output")?,
+                Err(_) => BTreeMap::new(),
+            },
             // Stacks applied before API keys existed have no such output.
             api_keys: match output("api_keys") {
                 Ok(keys) => serde_json::from_value(keys).context("the api_keys output")?,
@@ -191,6 +198,37 @@ pub fn state_locked(local: &LocalDir) -> bool {
         .terraform_dir()
         .join(".terraform.tfstate.lock.info")
         .exists()
+}
+
+/// The AWS-compatible endpoint on this machine that stands in for AWS
+/// (`AWS_ENDPOINT_URL` naming a loopback address, and not ignored through
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`); `None` on AWS itself. What the
+/// rehearsal-only paths (`serve --aws`, the publish test seam) require.
+pub fn emulated_endpoint() -> Option<String> {
+    let url = std::env::var("AWS_ENDPOINT_URL").ok()?;
+    let ignore = std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").ok();
+    stands_in(&url, ignore.as_deref()).then_some(url)
+}
+
+/// Whether endpoint `url` (with `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` as
+/// `ignore`) is a loopback one the SDKs use.
+fn stands_in(url: &str, ignore: Option<&str>) -> bool {
+    if ignore.is_some_and(|value| value.eq_ignore_ascii_case("true")) {
+        return false;
+    }
+    let Some(host) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .and_then(|rest| rest.split('/').next())
+    else {
+        return false;
+    };
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    matches!(host, "localhost" | "[::1]")
+        || (host.starts_with("127.") && host.split('.').all(|part| part.parse::<u8>().is_ok()))
 }
 
 /// Clients of the emulator's AWS APIs.
@@ -408,6 +446,32 @@ impl LocalStack {
             log,
             limits,
         )
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    /// Only a loopback endpoint, not ignored, stands in for AWS.
+    #[test]
+    fn an_emulated_endpoint_is_on_loopback() {
+        let cases = [
+            ("http://127.0.0.1:4566", None, true),
+            ("http://localhost:4566/", None, true),
+            ("http://[::1]:4566", None, true),
+            ("http://127.0.0.1:4566", Some("true"), false),
+            ("http://127.0.0.1:4566", Some("false"), true),
+            ("https://emulator.example.com", None, false),
+            ("http://127.0.0.1.example.com", None, false),
+            ("127.0.0.1:4566", None, false),
+            ("", None, false),
+        ];
+        for (url, ignore, emulated) in cases {
+            assert_eq!(
+                super::stands_in(url, ignore),
+                emulated,
+                "{url:?} {ignore:?}"
+            );
+        }
     }
 }
 

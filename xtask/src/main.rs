@@ -8,6 +8,7 @@ mod artifact;
 mod bench;
 mod bootstrap;
 mod build;
+mod deployer;
 mod destroy;
 mod dev;
 mod emulator;
@@ -57,6 +58,8 @@ enum Command {
     Emulator(emulator::Args),
     /// Create the S3 bucket for terraform/'s state on AWS (once per account) and write terraform/state.s3.tfbackend.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Create the deployer's least-privilege IAM policy, its read-only variant and the GitHub OIDC roles on AWS (terraform/deployer/), once per account.
+    Deployer(deployer::DeployerArgs),
     /// Apply terraform/ to the local stack (starting the emulator if need be), or to AWS with `--aws`.
     Apply(terraform::ApplyArgs),
     /// Run any terraform command on the local stack (or on AWS with `--aws`): `cargo xtask tf -- plan`.
@@ -118,6 +121,7 @@ fn run(flags: Xtask) -> Result<ExitCode> {
         Command::Test(args) => test::run(&sh, args),
         Command::Emulator(args) => emulator::run(&sh, &local, args),
         Command::Bootstrap(args) => bootstrap::run(&sh, args),
+        Command::Deployer(args) => deployer::run(&sh, args),
         Command::Apply(args) => terraform::apply(&sh, &local, args),
         Command::Destroy(args) => destroy::run(&sh, &local, args),
         Command::Tf(args) => terraform::tf(&sh, &local, args),

@@ -25,6 +25,11 @@ import os
 import sys
 import threading
 
+# An ACM certificate validated by DNS is issued at once (moto makes it
+# wait a minute, as if for the records; the local stack's Route 53 is moto
+# too, so there is nothing to wait for). Read when moto is imported.
+os.environ.setdefault("MOTO_ACM_VALIDATION_WAIT", "0")
+
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -86,6 +91,37 @@ def update_method(self):
 
 
 APIGatewayResponse.update_method = update_method
+
+# With IAM enforced (moto's INITIAL_NO_AUTH_ACTION_COUNT) and
+# $XTASK_MOTO_ACTION_LOG naming a file, every action moto judges is
+# appended to it (`service:Action resource allowed|denied`), so a run of the
+# release flow lists what the deployer's policy must allow.
+#
+# Under enforcement moto also checks each request's signature, and for REST
+# requests without a body (Lambda's and API Gateway's GETs) its own
+# computation disagrees with every SDK's (botocore's too): it refuses them
+# all with SignatureDoesNotMatch. Here it judges who asks (the access key)
+# and what they may do (the policies), not the signature.
+from moto.iam.access_control import IAMRequestBase
+
+IAMRequestBase.check_signature = lambda self: None
+
+_action_log = os.environ.get("XTASK_MOTO_ACTION_LOG")
+if _action_log:
+    _check_action_permitted = IAMRequestBase.check_action_permitted
+
+    def check_action_permitted(self, resource):
+        try:
+            _check_action_permitted(self, resource)
+            verdict = "allowed"
+        except Exception:
+            verdict = "denied"
+            raise
+        finally:
+            with open(_action_log, "a") as log:
+                log.write(f"{self._action} {resource} {verdict}\n")
+
+    IAMRequestBase.check_action_permitted = check_action_permitted
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 _moto = DomainDispatcherApplication(create_backend_app)

