@@ -106,6 +106,61 @@ from moto.iam.access_control import IAMRequestBase
 
 IAMRequestBase.check_signature = lambda self: None
 
+# Session credentials (AssumeRole's) expire, as AWS's do: moto keeps each
+# one's expiration and never checks it. An expired one is refused with
+# AWS's ExpiredToken, so a rehearsal sees what a stale CI token does.
+from moto.core.exceptions import InvalidClientTokenIdError
+from moto.core.utils import utcnow
+from moto.iam import access_control
+from moto.s3.exceptions import S3ClientError
+from moto.sts.models import sts_backends
+
+_assumed_init = access_control.AssumedRoleAccessKey.__init__
+
+
+def assumed_init(self, account_id, partition, access_key_id, headers):
+    _assumed_init(self, account_id, partition, access_key_id, headers)
+    for role in sts_backends[account_id][partition].assumed_roles:
+        if role.access_key_id == access_key_id and role.expiration < utcnow():
+            raise access_control.CreateAccessKeyFailure(reason="ExpiredToken")
+
+
+access_control.AssumedRoleAccessKey.__init__ = assumed_init
+
+
+class ExpiredTokenError(InvalidClientTokenIdError):
+    # AWS's query-protocol shape (one Error, as STS and IAM answer; moto's
+    # own wraps it in Errors, which the Go SDK of Terraform cannot read);
+    # the JSON protocols read the X-Amzn-ErrorType header.
+    def __init__(self):
+        super(InvalidClientTokenIdError, self).__init__(
+            "ExpiredToken", "The security token included in the request is expired"
+        )
+        from xmltodict import unparse
+
+        error = {"Type": "Sender", "Code": self.error_type, "Message": self.message}
+        self.description = unparse(
+            {"ErrorResponse": {"Error": error, "RequestId": "expired-token"}}, full_document=True
+        )
+
+
+def refusing_expired(raise_invalid, expired):
+    def raise_invalid_access_key(self, reason):
+        if reason == "ExpiredToken":
+            raise expired()
+        return raise_invalid(self, reason)
+
+    return raise_invalid_access_key
+
+
+access_control.IAMRequest._raise_invalid_access_key = refusing_expired(
+    access_control.IAMRequest._raise_invalid_access_key, ExpiredTokenError
+)
+access_control.S3IAMRequest._raise_invalid_access_key = refusing_expired(
+    access_control.S3IAMRequest._raise_invalid_access_key,
+    lambda: S3ClientError("ExpiredToken", "The provided token has expired."),
+)
+
 _action_log = os.environ.get("XTASK_MOTO_ACTION_LOG")
 if _action_log:
     _check_action_permitted = IAMRequestBase.check_action_permitted

@@ -545,7 +545,10 @@ pub fn init_hint(said: &str) -> Option<String> {
              use_lockfile = true): fix it, or delete it and run `cargo xtask bootstrap --aws` to \
              write it again."
         )
-    } else if said.contains("registry.terraform.io") || said.contains("provider") {
+    } else if said.contains("registry.terraform.io")
+        || said.contains("Failed to query available provider packages")
+        || said.contains("Failed to install provider")
+    {
         "Without access to the Terraform registry, point TF_PROVIDER_MIRROR at a filesystem \
          mirror holding hashicorp/aws 5.100.0."
             .to_owned()
@@ -984,6 +987,11 @@ mod tests {
             assert!(got.contains(hint), "{said:?} -> {got:?}");
         }
         assert_eq!(init_hint("Error: something else entirely"), None);
+        // Not a registry problem, though it names the provider.
+        assert_eq!(
+            init_hint("Error: validating provider credentials: api error UnknownError"),
+            None
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ struct Keys {
 ///   everything, then enforcement on (moto's `/moto-api/reset-auth`);
 /// - `user NAME POLICY` (with an admin's keys in the environment): a user
 ///   holding only POLICY, translated by `translate` below;
+/// - `expired` (as the admin): session credentials that have expired;
 /// - `zone NAME`, `records ZONE` (as the admin): a Route 53 hosted zone, its
 ///   records;
 /// - `probe` (with the deployer's keys): what the deployer may not do.
@@ -70,7 +71,7 @@ struct Keys {
 /// Each prints JSON.
 const IAM: &str = r#"
 import json, sys, urllib.request
-import boto3, botocore.session
+import boto3, botocore.config, botocore.session
 
 endpoint, command = sys.argv[1], sys.argv[2]
 iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
@@ -116,6 +117,18 @@ elif command == "user":
     iam.create_user(UserName=name)
     iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(translate(policy)))
     print(json.dumps(key(name)))
+elif command == "expired":
+    # Session credentials of a role the admin may assume, for one second.
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"AWS": "arn:aws:iam::123456789012:user/admin"}}]}
+    iam.create_role(RoleName="short-lived", AssumeRolePolicyDocument=json.dumps(trust))
+    sts = boto3.client("sts", endpoint_url=endpoint, region_name="us-east-1",
+                       config=botocore.config.Config(parameter_validation=False))
+    made = sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/short-lived",
+                           RoleSessionName="stale", DurationSeconds=1)["Credentials"]
+    import time
+    time.sleep(2)
+    print(json.dumps({"id": made["AccessKeyId"], "secret": made["SecretAccessKey"], "token": made["SessionToken"]}))
 elif command == "zone":
     route53 = boto3.client("route53", endpoint_url=endpoint, region_name="us-east-1")
     made = route53.create_hosted_zone(Name=sys.argv[3], CallerReference="aws.rs")
@@ -697,6 +710,24 @@ fn the_aws_state_lives_in_a_locked_bucket() {
         text(&anonymous).contains("No AWS credentials"),
         "{}",
         text(&anonymous)
+    );
+
+    // Expired session credentials (a CI token past its hour, say): said.
+    let stale = iam(&aws.endpoint, Some(&admin), &["expired"]);
+    let mut expired = aws.env_as(&aws.keys);
+    expired
+        .retain(|(key, _)| !key.starts_with("AWS_ACCESS_KEY_ID") && !key.starts_with("AWS_SECRET"));
+    expired.extend([
+        ("AWS_ACCESS_KEY_ID", stale["id"].as_str().unwrap()),
+        ("AWS_SECRET_ACCESS_KEY", stale["secret"].as_str().unwrap()),
+        ("AWS_SESSION_TOKEN", stale["token"].as_str().unwrap()),
+    ]);
+    let refused = aws.stack.xtask_with(&["status", "--aws"], &expired);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("Your AWS credentials have expired"),
+        "{}",
+        text(&refused)
     );
 
     release_on_aws(&aws, &admin, &runtime, &config);
