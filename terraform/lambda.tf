@@ -45,7 +45,7 @@ resource "aws_cloudwatch_log_group" "this" {
 resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_115:the functions share the account's unreserved concurrency; a reserved limit per function is a capacity decision
   #checkov:skip=CKV_AWS_116:invoked synchronously by API Gateway only; a DLQ receives failed asynchronous invocations alone
-  #checkov:skip=CKV_AWS_117:no VPC resources to reach (only the DynamoDB, S3 and Logs APIs); a VPC would add subnets and endpoints or NAT for nothing
+  #checkov:skip=CKV_AWS_117:no VPC resources to reach (only the DynamoDB, S3 and Logs APIs); a VPC would add subnets, VPC links or NAT for nothing
   #checkov:skip=CKV_AWS_173:the variables are table and bucket names and a URL expiry, no secrets; Lambda encrypts them at rest with its AWS-managed key
   #checkov:skip=CKV_AWS_272:code is pinned by content instead: verify and publish bind each zip's CodeSha256; a signing profile is an account decision
   #checkov:skip=CKV_AWS_50:X-Ray tracing is not set up yet; it comes with the alarms/observability work

@@ -518,7 +518,7 @@ fn terraform_dir_knows_no_emulator() {
     // Its roots: the stack's, and the state bucket's (bootstrap/).
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform");
     let mut files = Vec::new();
-    for dir in [root.clone(), root.join("bootstrap")] {
+    for dir in [root.clone(), root.join("bootstrap"), root.join("deployer")] {
         for entry in std::fs::read_dir(&dir).unwrap() {
             files.push(entry.unwrap().path());
         }
