@@ -223,10 +223,10 @@ fn compile_tests(sh: &Shell) -> Result<Vec<TestBinary>> {
 /// first.
 const STACK_ORDER: &[&str] = &[
     "release",
+    "aws",
     "inner_loop",
     "terraform",
     "dev",
-    "aws",
     "moto_venv",
 ];
 
