@@ -29,6 +29,10 @@ import threading
 # wait a minute, as if for the records; the local stack's Route 53 is moto
 # too, so there is nothing to wait for). Read when moto is imported.
 os.environ.setdefault("MOTO_ACM_VALIDATION_WAIT", "0")
+# AWS's managed policies exist, as on AWS: terraform/logs.tf attaches
+# AmazonAPIGatewayPushToCloudWatchLogs to API Gateway's logging role, which
+# moto refuses (NoSuchEntity) unless it loads them (about 0.6 s, once).
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -91,6 +95,135 @@ def update_method(self):
 
 
 APIGatewayResponse.update_method = update_method
+
+# Percentile statistics (`p99`, `p99.9`), which CloudWatch computes from the
+# values put and moto answers with nothing: the alarms on p99 durations and
+# latencies, which the local stack evaluates from GetMetricData, need them.
+# Nearest rank over the period's values (a statistic set has no values: it
+# cannot give a percentile on AWS either).
+import math
+import re
+
+from moto.cloudwatch.models import Statistics
+
+_statistic = Statistics.get_statistics_for_type
+_percentile = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$")
+
+
+def get_statistics_for_type(self, stat):
+    match = _percentile.match(stat or "")
+    if not match:
+        return _statistic(self, stat)
+    values = sorted(self.metric_single_values_list)
+    if not values:
+        return None
+    rank = math.ceil(float(match.group(1)) / 100 * len(values))
+    return values[min(max(rank, 1), len(values)) - 1]
+
+
+Statistics.get_statistics_for_type = get_statistics_for_type
+
+# GetMetricData matches a query's dimensions to a datum's by sorting both,
+# and moto's Dimension orders by comparing a value with the other's name:
+# the same dimensions in another order (Terraform sends an alarm's as its
+# map orders them) never matched. Ordered by name, then value.
+from moto.cloudwatch.models import Dimension
+
+Dimension.__lt__ = lambda self, other: (self.name, self.value or "") < (other.name, other.value or "")
+
+# ListMetrics lists each metric (namespace, name, dimensions) once, as AWS
+# does; moto's comparison of two metrics' dimensions fails for any metric
+# with more than one, so it listed every datum put (a page of duplicates).
+import moto.cloudwatch.models as _cloudwatch_models
+
+
+def are_dimensions_same(these, those):
+    pairs = lambda dimensions: sorted((d.name, d.value) for d in dimensions)
+    return pairs(these) == pairs(those)
+
+
+_cloudwatch_models.are_dimensions_same = are_dimensions_same
+
+# CloudWatch Logs' filter patterns, as FilterLogEvents reads them (moto
+# knows terms and one phrase, and answers every event for anything else):
+# terms, all of which must appear ("quoted" phrases among them), `-term`
+# (must not), `?term` (any of these), and JSON selectors `{ $.a.b = "x" }`
+# with = != (strings, `*` a wildcard) and < <= > >= (numbers), joined by &&
+# or ||. What is left (space-delimited `[a, b]` patterns, parentheses) is
+# refused, never answered with every event. `cargo xtask logs --filter`.
+import moto.logs.models as _logs_models
+from moto.logs.exceptions import InvalidParameterException
+
+
+class FilterPattern:
+    def __init__(self, pattern):
+        self.pattern = (pattern or "").strip()
+        if self.pattern.startswith("{"):
+            if not self.pattern.endswith("}"):
+                raise InvalidParameterException("Invalid filter pattern: an unclosed {")
+            self.json = [
+                [self._selector(term) for term in conjunction.split("&&")]
+                for conjunction in self.pattern[1:-1].split("||")
+            ]
+        elif self.pattern.startswith("[") or "(" in self.pattern:
+            raise InvalidParameterException(
+                "the local emulator supports term and JSON filter patterns, not this one: "
+                + self.pattern
+            )
+        else:
+            self.json = None
+            self.terms = re.findall(r'[-?]?"[^"]*"|\S+', self.pattern)
+
+    @staticmethod
+    def _selector(text):
+        found = re.match(r'\s*\$((?:\.[A-Za-z0-9_]+)+)\s*(=|!=|<=|>=|<|>)\s*(.+?)\s*$', text)
+        if not found:
+            raise InvalidParameterException("Invalid filter pattern: " + text)
+        path, op, value = found.groups()
+        return path.split(".")[1:], op, value
+
+    @staticmethod
+    def _compare(event, selector):
+        path, op, wanted = selector
+        value = event
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return False
+            value = value[key]
+        if op in ("<", "<=", ">", ">=") or (isinstance(value, (int, float)) and not wanted.startswith('"')):
+            try:
+                left, right = float(value), float(wanted)
+            except (TypeError, ValueError):
+                return False
+            return {"=": left == right, "!=": left != right, "<": left < right,
+                    "<=": left <= right, ">": left > right, ">=": left >= right}[op]
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        pattern = "^" + ".*".join(re.escape(part) for part in wanted.strip('"').split("*")) + "$"
+        equal = re.match(pattern, text, re.DOTALL) is not None
+        return equal if op == "=" else not equal
+
+    def matches(self, message):
+        if not self.pattern:
+            return True
+        if self.json is not None:
+            try:
+                event = json.loads(message)
+            except ValueError:
+                return False
+            return any(all(self._compare(event, s) for s in conjunction) for conjunction in self.json)
+        required, excluded, optional = [], [], []
+        for term in self.terms:
+            kind = {"-": excluded, "?": optional}.get(term[0], required)
+            word = term[1:] if kind is not required else term
+            kind.append(word.strip('"'))
+        return (
+            all(word in message for word in required)
+            and not any(word in message for word in excluded)
+            and (not optional or any(word in message for word in optional))
+        )
+
+
+_logs_models.EventMessageFilter = FilterPattern
 
 # With IAM enforced (moto's INITIAL_NO_AUTH_ACTION_COUNT) and
 # $XTASK_MOTO_ACTION_LOG naming a file, every action moto judges is
