@@ -258,11 +258,8 @@ locals {
 
 resource "aws_api_gateway_stage" "this" {
   #checkov:skip=CKV2_AWS_29:no WAF yet: stage throttling and the usage plans bound callers; a web ACL is a per-request cost decision
-  #checkov:skip=CKV2_AWS_4:execution logging needs the account-wide API Gateway CloudWatch role (aws_api_gateway_account), an account decision
   #checkov:skip=CKV2_AWS_51:client certificates authenticate API Gateway to HTTP backends; these integrations are IAM-signed Lambda calls
   #checkov:skip=CKV_AWS_120:no cache: responses must be current (a 409 names the stored lock_version), and a cache bills per hour
-  #checkov:skip=CKV_AWS_73:X-Ray tracing is not set up yet; it comes with the alarms/observability work
-  #checkov:skip=CKV_AWS_76:access logs need the account-wide API Gateway CloudWatch role too; the functions log every invocation
   for_each = local.deployments
 
   rest_api_id   = aws_api_gateway_rest_api.this.id
@@ -272,6 +269,19 @@ resource "aws_api_gateway_stage" "this" {
   variables = {
     stage = each.key
   }
+
+  # Stage settings, not part of a deployment (nor of the API revision):
+  # `apply` changes them on both stages; a promotion refuses while such a
+  # change is pending.
+  xray_tracing_enabled = var.tracing
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.access[each.key].arn
+    format          = local.access_log_format
+  }
+
+  # API Gateway writes logs with the account's CloudWatch role (logs.tf).
+  depends_on = [aws_api_gateway_account.this]
 }
 
 resource "aws_api_gateway_method_settings" "this" {
@@ -285,5 +295,9 @@ resource "aws_api_gateway_method_settings" "this" {
   settings {
     throttling_rate_limit  = var.throttling_rate_limit
     throttling_burst_limit = var.throttling_burst_limit
+    logging_level          = var.execution_logging_level
+    metrics_enabled        = false
   }
+
+  depends_on = [aws_api_gateway_account.this]
 }

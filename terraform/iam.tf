@@ -2,8 +2,8 @@
 # the item actions of `lambdas/users/src/dynamo.rs` on the two users tables
 # (every write there is a conditional UpdateItem; a delete writes a tombstone),
 # those of `lambdas/chirps/src/dynamo.rs` on the two chirps tables, those of
-# `lambdas/files` on its tables and buckets, and writing to the functions'
-# own log groups.
+# `lambdas/files` on its tables and buckets, writing to the functions' own
+# log groups, and sending X-Ray trace segments.
 data "aws_iam_policy_document" "assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -67,6 +67,14 @@ data "aws_iam_policy_document" "this" {
     sid       = "FilesUploadedYet"
     actions   = ["s3:ListBucket"]
     resources = [for bucket in aws_s3_bucket.files : bucket.arn]
+  }
+
+  # X-Ray (var.tracing): the trace segments Lambda's active tracing sends.
+  # X-Ray's actions take no resource ("*" is the only one IAM accepts).
+  statement {
+    sid       = "Traces"
+    actions   = ["xray:PutTelemetryRecords", "xray:PutTraceSegments"]
+    resources = ["*"]
   }
 
   statement {

@@ -48,7 +48,6 @@ resource "aws_lambda_function" "this" {
   #checkov:skip=CKV_AWS_117:no VPC resources to reach (only the DynamoDB, S3 and Logs APIs); a VPC would add subnets, VPC links or NAT for nothing
   #checkov:skip=CKV_AWS_173:the variables are table and bucket names and a URL expiry, no secrets; Lambda encrypts them at rest with its AWS-managed key
   #checkov:skip=CKV_AWS_272:code is pinned by content instead: verify and publish bind each zip's CodeSha256; a signing profile is an account decision
-  #checkov:skip=CKV_AWS_50:X-Ray tracing is not set up yet; it comes with the alarms/observability work
   for_each = local.functions
 
   function_name    = local.function_names[each.key]
@@ -66,6 +65,10 @@ resource "aws_lambda_function" "this" {
 
   environment {
     variables = local.environment
+  }
+
+  tracing_config {
+    mode = var.tracing ? "Active" : "PassThrough"
   }
 
   # The log group exists (with its retention) before the function first logs.
@@ -88,12 +91,28 @@ resource "aws_lambda_alias" "staging" {
   function_version = "$LATEST"
 }
 
+# During a canary the pin names a new version for some functions: their
+# prod alias sends that share of invocations to it (Lambda's weighted
+# alias), the rest to `function_version`.
+locals {
+  canary         = var.prod_release.canary == null ? {} : var.prod_release.canary.versions
+  canary_percent = var.prod_release.canary == null ? 0 : var.prod_release.canary.percent
+}
+
 resource "aws_lambda_alias" "prod" {
   for_each = var.prod_release.functions
 
   name             = "prod"
   function_name    = aws_lambda_function.this[each.key].function_name
   function_version = each.value
+
+  dynamic "routing_config" {
+    for_each = contains(keys(local.canary), each.key) ? [local.canary[each.key]] : []
+
+    content {
+      additional_version_weights = { (routing_config.value) = local.canary_percent / 100 }
+    }
+  }
 }
 
 # Each alias may be invoked by its own stage of this API (the alias and stage

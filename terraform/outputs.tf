@@ -47,3 +47,36 @@ output "custom_urls" {
   description = "Base URL of each stage at the custom domain (empty without `domain`)."
   value       = { for stage, host in local.hosts : stage => "https://${host}" }
 }
+
+output "alarms" {
+  description = "The alarms: their period and evaluation, the SNS topic they notify, every alarm's name, and a canary's own alarms by function (while one is in flight)."
+  value = {
+    period_seconds      = var.alarms.period_seconds
+    evaluation_periods  = var.alarms.evaluation_periods
+    datapoints_to_alarm = var.alarms.datapoints_to_alarm
+    topic_arn           = aws_sns_topic.alarms.arn
+    names = sort(concat(
+      [for alarm in aws_cloudwatch_metric_alarm.errors : alarm.alarm_name],
+      [for alarm in aws_cloudwatch_metric_alarm.throttles : alarm.alarm_name],
+      [for alarm in aws_cloudwatch_metric_alarm.duration : alarm.alarm_name],
+      [for alarm in aws_cloudwatch_metric_alarm.api_5xx : alarm.alarm_name],
+      [for alarm in aws_cloudwatch_metric_alarm.api_latency : alarm.alarm_name],
+      [for alarm in aws_cloudwatch_metric_alarm.canary_errors : alarm.alarm_name],
+      [for alarm in aws_cloudwatch_metric_alarm.canary_duration : alarm.alarm_name],
+    ))
+    canary = {
+      for function, alarm in aws_cloudwatch_metric_alarm.canary_errors :
+      function => [alarm.alarm_name, aws_cloudwatch_metric_alarm.canary_duration[function].alarm_name]
+    }
+  }
+}
+
+output "access_log_groups" {
+  description = "Each stage's access log group."
+  value       = { for stage, group in aws_cloudwatch_log_group.access : stage => group.name }
+}
+
+output "api_name" {
+  description = "The REST API's name (API Gateway's metrics are by ApiName and Stage)."
+  value       = aws_api_gateway_rest_api.this.name
+}

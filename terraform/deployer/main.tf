@@ -109,6 +109,15 @@ locals {
   functions  = "${local.arn}:lambda:${local.region}:${local.account}:function:${var.name}-*"
   tables     = "${local.arn}:dynamodb:${local.region}:${local.account}:table/${var.name}-*"
   log_groups = "${local.arn}:logs:${local.region}:${local.account}:log-group:/aws/lambda/${var.name}-*"
+  # The stages' access logs (terraform/logs.tf).
+  access_logs = "${local.arn}:logs:${local.region}:${local.account}:log-group:/aws/apigateway/${var.name}/*"
+  # The alarms and the SNS topic they notify (terraform/alarms.tf).
+  alarms = "${local.arn}:cloudwatch:${local.region}:${local.account}:alarm:${var.name}-*"
+  topic  = "${local.arn}:sns:${local.region}:${local.account}:${var.name}-alarms"
+  # API Gateway's CloudWatch role (terraform/logs.tf), and the one managed
+  # policy it holds.
+  apigateway_role   = "${local.arn}:iam::${local.account}:role/${var.name}-apigateway-logs"
+  apigateway_policy = "${local.arn}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
   # Exactly the functions' role (terraform/iam.tf): never the deployer's
   # own roles, which share the prefix, nor a new one.
   function_role = "${local.arn}:iam::${local.account}:role/${var.name}-lambda"
@@ -117,7 +126,7 @@ locals {
   # keys and usage plans are reachable only as this region's.
   apigateway = "${local.arn}:apigateway:${local.region}::"
   api_paths = concat(
-    ["/restapis", "/restapis/*", "/apikeys", "/apikeys/*", "/usageplans", "/usageplans/*", "/tags/*"],
+    ["/restapis", "/restapis/*", "/apikeys", "/apikeys/*", "/usageplans", "/usageplans/*", "/tags/*", "/account"],
     var.hosted_zone_id == null ? [] : ["/domainnames", "/domainnames/*"],
   )
   domain = var.hosted_zone_id == null ? [] : [var.hosted_zone_id]
@@ -224,7 +233,95 @@ data "aws_iam_policy_document" "deployer" {
       "logs:UntagLogGroup",
       "logs:UntagResource",
     ]
+    resources = [local.log_groups, "${local.log_groups}:*", local.access_logs, "${local.access_logs}:*"]
+  }
+
+  # `cargo xtask logs`: the functions' log lines.
+  statement {
+    sid       = "ReadLogs"
+    actions   = ["logs:DescribeLogStreams", "logs:FilterLogEvents"]
     resources = [local.log_groups, "${local.log_groups}:*"]
+  }
+
+  # The alarms (and their tags), which a canary reads.
+  statement {
+    sid = "Alarms"
+    actions = [
+      "cloudwatch:DeleteAlarms",
+      "cloudwatch:DescribeAlarms",
+      "cloudwatch:ListTagsForResource",
+      "cloudwatch:PutMetricAlarm",
+      "cloudwatch:TagResource",
+      "cloudwatch:UntagResource",
+    ]
+    resources = [local.alarms]
+  }
+
+  # A canary's progress: what each version served (GetMetricData names no
+  # resource: IAM authorizes it on "*").
+  statement {
+    sid       = "ReadMetrics"
+    actions   = ["cloudwatch:GetMetricData"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "AlarmTopic"
+    actions = [
+      "sns:CreateTopic",
+      "sns:DeleteTopic",
+      "sns:GetSubscriptionAttributes",
+      "sns:GetTopicAttributes",
+      "sns:ListTagsForResource",
+      "sns:SetTopicAttributes",
+      "sns:Subscribe",
+      "sns:TagResource",
+      "sns:Unsubscribe",
+      "sns:UntagResource",
+    ]
+    resources = [local.topic, "${local.topic}:*"]
+  }
+
+  # API Gateway's CloudWatch role: made by Terraform with exactly AWS's
+  # managed logging policy, handed to API Gateway only.
+  statement {
+    sid = "ApiGatewayLogsRole"
+    actions = [
+      "iam:CreateRole",
+      "iam:DeleteRole",
+      "iam:GetRole",
+      "iam:ListAttachedRolePolicies",
+      "iam:ListInstanceProfilesForRole",
+      "iam:ListRolePolicies",
+      "iam:TagRole",
+      "iam:UntagRole",
+      "iam:UpdateAssumeRolePolicy",
+    ]
+    resources = [local.apigateway_role]
+  }
+
+  statement {
+    sid       = "ApiGatewayLogsPolicy"
+    actions   = ["iam:AttachRolePolicy", "iam:DetachRolePolicy"]
+    resources = [local.apigateway_role]
+
+    condition {
+      test     = "ArnEquals"
+      variable = "iam:PolicyARN"
+      values   = [local.apigateway_policy]
+    }
+  }
+
+  statement {
+    sid       = "PassApiGatewayLogsRole"
+    actions   = ["iam:PassRole"]
+    resources = [local.apigateway_role]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["apigateway.amazonaws.com"]
+    }
   }
 
   # DescribeLogGroups names no resource (IAM authorizes it on "*"): it
@@ -399,7 +496,33 @@ data "aws_iam_policy_document" "readonly" {
   statement {
     sid       = "LogGroups"
     actions   = ["logs:ListTagsForResource", "logs:ListTagsLogGroup"]
-    resources = [local.log_groups, "${local.log_groups}:*"]
+    resources = [local.log_groups, "${local.log_groups}:*", local.access_logs, "${local.access_logs}:*"]
+  }
+
+  statement {
+    sid       = "Alarms"
+    actions   = ["cloudwatch:DescribeAlarms", "cloudwatch:ListTagsForResource"]
+    resources = [local.alarms]
+  }
+
+  statement {
+    sid = "AlarmTopic"
+    actions = [
+      "sns:GetSubscriptionAttributes",
+      "sns:GetTopicAttributes",
+      "sns:ListTagsForResource",
+    ]
+    resources = [local.topic, "${local.topic}:*"]
+  }
+
+  statement {
+    sid = "ApiGatewayLogsRole"
+    actions = [
+      "iam:GetRole",
+      "iam:ListAttachedRolePolicies",
+      "iam:ListRolePolicies",
+    ]
+    resources = [local.apigateway_role]
   }
 
   statement {

@@ -442,6 +442,7 @@ fn cold_starts(sh: &Shell, runs: u32) -> Result<()> {
                     nowhere.clone(),
                     log.clone(),
                     Limits::default(),
+                    None,
                 );
                 let invocation = host
                     .invoke(function, function.arn.clone(), payload.clone())

@@ -117,12 +117,33 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
     let watch = args.watch.then_some(out_dir);
     runtime()?.block_on(async {
         let stack = LocalStack::connect(local).await?;
-        let host = stack.host(local, Log::stderr(), args.limits.limits());
+        let host = stack.host(
+            local,
+            Log::stderr(),
+            args.limits.limits(),
+            stack.telemetry(),
+        );
+        evaluate_alarms(local, &stack);
         let gateway = Gateway::new(local, stack.aws, host)
             .await
             .context("the local gateway refuses to serve this API")?;
         serve(local, gateway, args.port, "the local stack's", watch).await
     })
+}
+
+/// The local stack's alarms, evaluated in the background while it serves
+/// (the emulator stores them and never evaluates them).
+fn evaluate_alarms(local: &LocalDir, stack: &LocalStack) {
+    let local = local.clone();
+    tokio::spawn(crate::alarms::keep_evaluating(
+        stack.aws.clone(),
+        move || {
+            Applied::read(&local)
+                .ok()
+                .and_then(|applied| applied.alarms)
+        },
+        Log::stderr(),
+    ));
 }
 
 /// `cargo xtask serve`: the stages of what is applied, served until Ctrl-C
@@ -131,7 +152,13 @@ pub fn serve_applied(sh: &Shell, local: &LocalDir, args: ServeArgs) -> Result<()
     runtime()?.block_on(async {
         if !args.aws {
             let stack = LocalStack::connect(local).await?;
-            let host = stack.host(local, Log::stderr(), args.limits.limits());
+            let host = stack.host(
+                local,
+                Log::stderr(),
+                args.limits.limits(),
+                stack.telemetry(),
+            );
+            evaluate_alarms(local, &stack);
             let gateway = Gateway::new(local, stack.aws, host)
                 .await
                 .context("the local gateway refuses to serve this API")?;
@@ -168,13 +195,24 @@ pub fn serve_applied(sh: &Shell, local: &LocalDir, args: ServeArgs) -> Result<()
             }
         }
         let records = LocalDir(crate::project_root().join("target/aws/serve"));
+        // What Lambda and API Gateway would record, into what stands in for
+        // their CloudWatch.
+        let telemetry = crate::telemetry::Telemetry::start(&world.aws.config);
         let host = crate::host::Host::new(
             applied.artifacts_dir.clone(),
             records.0.join("lambda"),
             env.into_iter().collect(),
             Log::stderr(),
             args.limits.limits(),
+            Some(telemetry),
         );
+        // What stands in for AWS does not evaluate alarms either.
+        let alarms = applied.alarms.clone();
+        tokio::spawn(crate::alarms::keep_evaluating(
+            world.aws.clone(),
+            move || alarms.clone(),
+            Log::stderr(),
+        ));
         let gateway = Gateway::remote(applied, records.clone(), world.aws.clone(), host)
             .await
             .with_context(|| format!("the local gateway refuses to serve the API at {endpoint}"))?;
@@ -271,7 +309,7 @@ pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
     let payload = read_event(&sh.current_dir(), &short, args.event.as_deref())?;
     runtime()?.block_on(async {
         let stack = LocalStack::connect(local).await?;
-        let version = stack
+        let routed = stack
             .aws
             .function_to_run(&function, &args.alias)
             .await?
@@ -281,15 +319,18 @@ pub fn invoke(sh: &Shell, local: &LocalDir, args: InvokeArgs) -> Result<()> {
                     args.alias
                 )
             })?;
-        let host = stack.host(local, Log::stderr(), Limits::default());
-        let invoked_arn = format!("{}:{}", version.arn, args.alias);
+        let telemetry = stack.telemetry();
+        let host = stack.host(local, Log::stderr(), Limits::default(), telemetry.clone());
+        let invoked_arn = format!("{}:{}", routed.version.arn, args.alias);
         let mut invocations = Vec::new();
         for _ in 0..args.repeat {
+            // A weighted alias runs its other version for its share.
             let invocation = host
-                .invoke(&version, invoked_arn.clone(), payload.clone())
+                .invoke(routed.pick(), invoked_arn.clone(), payload.clone())
                 .await;
             invocations.push(invocation);
         }
+        telemetry.flush().await;
         let last = invocations.last().expect("at least one invocation");
         println!("{}", gateway::pretty(&last.outcome.payload()));
         if args.repeat > 1 {

@@ -12,7 +12,8 @@ use aws_sdk_lambda::error::ProvideErrorMetadata;
 use serde_json::Value;
 
 use crate::LocalDir;
-use crate::host::{FunctionVersion, Host, Limits, Log};
+use crate::host::{FunctionVersion, Host, Limits, Log, Routed};
+use crate::telemetry::Telemetry;
 
 /// SHA-256 (hex) of what a Lambda version snapshots besides its code:
 /// runtime, handler, role, memory, timeout, architectures, environment,
@@ -94,6 +95,8 @@ pub struct Applied {
     pub custom_urls: BTreeMap<String, String>,
     /// `"consumer/stage"` -> the id of that consumer's API key to that stage.
     pub api_keys: BTreeMap<String, String>,
+    /// The alarms' settings and names (none before the stack had alarms).
+    pub alarms: Option<AlarmsOutput>,
     /// The build directory the functions' zips came from.
     pub artifacts_dir: PathBuf,
 }
@@ -158,6 +161,11 @@ impl Applied {
                 Ok(keys) => serde_json::from_value(keys).context("the api_keys output")?,
                 Err(_) => BTreeMap::new(),
             },
+            // Nor those applied before alarms.
+            alarms: match output("alarms") {
+                Ok(alarms) => Some(serde_json::from_value(alarms).context("the alarms output")?),
+                Err(_) => None,
+            },
             artifacts_dir,
         })
     }
@@ -185,6 +193,18 @@ impl Applied {
             known.join(", ")
         )
     }
+}
+
+/// The `alarms` output: how the alarms evaluate, and their names.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AlarmsOutput {
+    pub period_seconds: u64,
+    pub evaluation_periods: u64,
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Function -> the canary's own alarms (while one is in flight).
+    #[serde(default)]
+    pub canary: BTreeMap<String, Vec<String>>,
 }
 
 /// The local state file, whose changes mean Terraform changed something.
@@ -236,6 +256,8 @@ fn stands_in(url: &str, ignore: Option<&str>) -> bool {
 pub struct Aws {
     pub lambda: aws_sdk_lambda::Client,
     pub apigateway: aws_sdk_apigateway::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
     /// The configuration they were made from, for clients of other services.
     pub config: aws_config::SdkConfig,
 }
@@ -278,7 +300,39 @@ impl Aws {
         Aws {
             lambda: aws_sdk_lambda::Client::new(config),
             apigateway: aws_sdk_apigateway::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
             config: config.clone(),
+        }
+    }
+
+    /// The version alias `name` of `function` points at, and the version
+    /// it sends a share of invocations to, if weighted; `None` if there is
+    /// no such alias.
+    pub async fn alias(&self, function: &str, name: &str) -> Result<Option<Alias>> {
+        match self
+            .lambda
+            .get_alias()
+            .function_name(function)
+            .name(name)
+            .send()
+            .await
+        {
+            Ok(alias) => Ok(Some(Alias {
+                version: alias
+                    .function_version
+                    .clone()
+                    .context("an alias without a version")?,
+                additional: alias
+                    .routing_config()
+                    .and_then(|routing| routing.additional_version_weights())
+                    .and_then(|weights| weights.iter().next())
+                    .map(|(version, weight)| (version.clone(), *weight)),
+            })),
+            Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(err) => {
+                Err(aws_error(err)).with_context(|| format!("reading alias {function}:{name}"))
+            }
         }
     }
 
@@ -294,22 +348,9 @@ impl Aws {
         let version = if is_version {
             qualifier.to_owned()
         } else {
-            match self
-                .lambda
-                .get_alias()
-                .function_name(function)
-                .name(qualifier)
-                .send()
-                .await
-            {
-                Ok(alias) => alias
-                    .function_version
-                    .context("an alias without a version")?,
-                Err(err) if err.code() == Some("ResourceNotFoundException") => return Ok(None),
-                Err(err) => {
-                    return Err(aws_error(err))
-                        .with_context(|| format!("reading alias {function}:{qualifier}"));
-                }
+            match self.alias(function, qualifier).await? {
+                Some(alias) => alias.version,
+                None => return Ok(None),
             }
         };
         let config = match self
@@ -360,14 +401,12 @@ impl Aws {
         }))
     }
 
-    /// [`Aws::function_version`] with what the local host needs besides:
-    /// the function's reserved concurrency (`GetFunctionConcurrency`; only
-    /// the local stack asks, so the release flow on AWS needs no such grant).
-    pub async fn function_to_run(
-        &self,
-        function: &str,
-        qualifier: &str,
-    ) -> Result<Option<FunctionVersion>> {
+    /// What invoking `qualifier` (an alias, a version or `$LATEST`) of
+    /// `function` runs, with what the local host needs besides
+    /// [`Aws::function_version`]: a weighted alias's other version, and the
+    /// function's reserved concurrency (`GetFunctionConcurrency`; only the
+    /// local stack asks, so the release flow on AWS needs no such grant).
+    pub async fn function_to_run(&self, function: &str, qualifier: &str) -> Result<Option<Routed>> {
         let Some(mut version) = self.function_version(function, qualifier).await? else {
             return Ok(None);
         };
@@ -382,8 +421,40 @@ impl Aws {
             .with_context(|| format!("reading the reserved concurrency of {function}"))?
             .reserved_concurrent_executions
             .map(|reserved| reserved.max(0) as u32);
-        Ok(Some(version))
+        let is_version = qualifier == "$LATEST" || qualifier.bytes().all(|b| b.is_ascii_digit());
+        let additional = match is_version {
+            true => None,
+            false => match self
+                .alias(function, qualifier)
+                .await?
+                .and_then(|alias| alias.additional)
+            {
+                Some((other, weight)) => {
+                    let mut other_version = self
+                        .function_version(function, &other)
+                        .await?
+                        .with_context(|| {
+                            format!("{function}:{qualifier} routes to version {other}, which does not exist")
+                        })?;
+                    other_version.reserved_concurrency = version.reserved_concurrency;
+                    Some((other_version, weight))
+                }
+                None => None,
+            },
+        };
+        Ok(Some(Routed {
+            version,
+            additional,
+        }))
     }
+}
+
+/// An alias: its version, and (a weighted alias) the other version it
+/// sends a share of invocations to, with that share (0 to 1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alias {
+    pub version: String,
+    pub additional: Option<(String, f64)>,
 }
 
 /// The SDK's HTTP client: rustls on ring, as the functions use.
@@ -427,9 +498,18 @@ impl LocalStack {
     }
 
     /// A Lambda host for its functions: code from the applied artifacts
-    /// directory, unpacked under `<local dir>/lambda`, and the emulator's
-    /// endpoint and fake credentials in every function's environment.
-    pub fn host(&self, local: &LocalDir, log: Log, limits: Limits) -> Arc<Host> {
+    /// directory, unpacked under `<local dir>/lambda`, the emulator's
+    /// endpoint and fake credentials in every function's environment, and
+    /// each invocation's metrics and log lines recorded into the emulator,
+    /// as Lambda records them (`telemetry`, one per process: see
+    /// [`LocalStack::telemetry`]).
+    pub fn host(
+        &self,
+        local: &LocalDir,
+        log: Log,
+        limits: Limits,
+        telemetry: Arc<Telemetry>,
+    ) -> Arc<Host> {
         let env = [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ACCESS_KEY_ID", "local"),
@@ -445,7 +525,14 @@ impl LocalStack {
             env,
             log,
             limits,
+            Some(telemetry),
         )
+    }
+
+    /// What records the local stack's metrics and logs into its emulator
+    /// (started on the current tokio runtime).
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        Telemetry::start(&self.aws.config)
     }
 }
 

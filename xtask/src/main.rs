@@ -4,6 +4,7 @@
 //! in its own module. `cargo xtask --help` lists them, `cargo xtask CMD
 //! --help` explains one (the `///` docs below are that help text).
 
+mod alarms;
 mod artifact;
 mod bench;
 mod bootstrap;
@@ -15,9 +16,11 @@ mod emulator;
 mod gateway;
 mod host;
 mod live;
+mod logs;
 mod release;
 mod routes;
 mod scaffold;
+mod telemetry;
 mod terraform;
 mod test;
 #[cfg(test)]
@@ -80,7 +83,7 @@ enum Command {
     Plan(release::plan::PlanArgs),
     /// Run the smoke suite (events/smoke.json) against the staging stage and write the receipt `publish` requires.
     Verify(release::verify::VerifyArgs),
-    /// Promote exactly what `verify` passed to prod: publish versions, write the prod pin, apply a prod-only plan.
+    /// Promote exactly what `verify` passed to prod: publish versions, write the prod pin, apply a prod-only plan (`--canary PERCENT` gradually, decided by alarms).
     Publish(release::publish::PublishArgs),
     /// Move prod back to the previous release (or `--to` a named one), through the same checks as publish.
     Rollback(release::publish::RollbackArgs),
@@ -88,6 +91,8 @@ enum Command {
     Status(release::status::StatusArgs),
     /// Print a consumer's API key to a stage, for the routes that need one (`x-api-key`).
     Apikey(release::apikey::ApikeyArgs),
+    /// Print a function's log lines from CloudWatch Logs (time, version, request id), on the local stack or `--aws`.
+    Logs(logs::LogsArgs),
 }
 
 /// The local stack's own directory (see `--local-dir`).
@@ -117,6 +122,7 @@ fn run(flags: Xtask) -> Result<ExitCode> {
         Command::Rollback(args) => release::publish::rollback(&sh, &local, args),
         Command::Status(args) => release::status::run(&sh, &local, args),
         Command::Apikey(args) => release::apikey::run(&sh, &local, args),
+        Command::Logs(args) => logs::run(&sh, &local, args),
         Command::Build(args) => build::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
         Command::Emulator(args) => emulator::run(&sh, &local, args),

@@ -423,6 +423,7 @@ impl Terraform {
             pin: &pin,
             functions: &functions,
             api: api.zip(region),
+            stage_settings: true,
         });
         if !mismatches.is_empty() {
             bail!(
@@ -624,10 +625,9 @@ fn sync_working_dir(source: &Path, dir: &Path, endpoint: &str, artifacts: &Path)
         }
     }
     let aliases = aws_provider_aliases(dir)?;
-    write_if_changed(
-        &dir.join("local_override.tf"),
-        &local_override(endpoint, &aliases),
-    )?;
+    let mut text = local_override(endpoint, &aliases);
+    text += &without_lifecycle_rules(dir)?;
+    write_if_changed(&dir.join("local_override.tf"), &text)?;
     // Only the local stack runs `dev --watch`'s quick builds.
     let vars = json!({ "artifacts_dir": artifacts, "accept_watch_builds": true });
     write_if_changed(
@@ -828,12 +828,14 @@ fn local_override(endpoint: &str, aliases: &[String]) -> String {
     let services = [
         "acm",
         "apigateway",
+        "cloudwatch",
         "dynamodb",
         "iam",
         "lambda",
         "logs",
         "route53",
         "s3",
+        "sns",
         "sts",
     ];
     let endpoints: String = services
@@ -881,6 +883,59 @@ terraform {{
 # credentials: the default provider and every alias of it.
 {providers}"#
     )
+}
+
+/// Override blocks that leave the configuration's S3 lifecycle rules out of
+/// the local stack: after every change of a bucket's lifecycle rules the
+/// provider waits 55 s (ten matching reads 5 s apart, for AWS's eventual
+/// consistency: terraform-provider-aws's `waitLifecycleConfigEquals`),
+/// and the emulator never applies lifecycle rules anyway. Empty when there
+/// are none.
+fn without_lifecycle_rules(dir: &Path) -> Result<String> {
+    let kind = "aws_s3_bucket_lifecycle_configuration";
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "tf")
+                && path
+                    .file_name()
+                    .is_some_and(|name| name != "local_override.tf")
+        })
+        .collect();
+    names.sort();
+    let mut out = String::new();
+    for path in names {
+        let text = fs::read_to_string(&path)?;
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            let line = without_comment(line).trim();
+            let Some(rest) = line.strip_prefix(&format!("resource \"{kind}\" \"")) else {
+                continue;
+            };
+            let name = rest.split('"').next().unwrap_or_default().to_owned();
+            // Its own meta-argument, at the block's top level, decides the form.
+            let mut depth = line
+                .matches('{')
+                .count()
+                .saturating_sub(line.matches('}').count());
+            let mut counted = "for_each = {}";
+            while depth > 0 {
+                let Some(inner) = lines.next() else { break };
+                let inner = without_comment(inner).trim();
+                if depth == 1 && inner.starts_with("count") {
+                    counted = "count = 0";
+                }
+                depth =
+                    (depth + inner.matches('{').count()).saturating_sub(inner.matches('}').count());
+            }
+            out += &format!(
+                "\n# The emulator applies no lifecycle rules, and the provider waits 55 s after \
+                 each change of them\n# (for AWS's eventual consistency): left out of the local \
+                 stack.\nresource \"{kind}\" \"{name}\" {{\n  {counted}\n}}\n"
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The directory of a Terraform provider filesystem mirror holding

@@ -453,8 +453,8 @@ impl Watch {
                 .flatten()
                 .map(|target| {
                     (
-                        target.function.name.clone(),
-                        target.function.code_sha256.clone(),
+                        target.routed.version.name.clone(),
+                        target.routed.version.code_sha256.clone(),
                     )
                 })
                 .collect(),

@@ -13,46 +13,13 @@ mod support;
 
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::{Dev, Stack, edit_manifest, emulator_sdk};
 
 /// `status` packaged again with a `RELEASE` file saying `note`; its
 /// manifest entry.
 fn repackage(artifacts: &Path, note: &str) -> Value {
-    use std::io::{Read, Write};
-    use zip::write::SimpleFileOptions;
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(artifacts.join("manifest.json")).unwrap()).unwrap();
-    let mut entry = manifest["functions"]["status"].clone();
-    let original = std::fs::read(artifacts.join(entry["path"].as_str().unwrap())).unwrap();
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(original)).unwrap();
-    let mut bootstrap = Vec::new();
-    archive
-        .by_name("bootstrap")
-        .unwrap()
-        .read_to_end(&mut bootstrap)
-        .unwrap();
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    let mut zip = zip::ZipWriter::new(&mut bytes);
-    let options = SimpleFileOptions::default().unix_permissions(0o755);
-    zip.start_file("bootstrap", options).unwrap();
-    zip.write_all(&bootstrap).unwrap();
-    zip.start_file("RELEASE", options.unix_permissions(0o644))
-        .unwrap();
-    zip.write_all(note.as_bytes()).unwrap();
-    zip.finish().unwrap();
-    let bytes = bytes.into_inner();
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(&bytes);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let path = format!("status-{hex}.zip");
-    std::fs::write(artifacts.join(&path), &bytes).unwrap();
-    use base64::Engine;
-    entry["path"] = json!(path);
-    entry["zip_size"] = json!(bytes.len());
-    entry["sha256"] = json!(hex);
-    entry["code_sha256"] = json!(base64::engine::general_purpose::STANDARD.encode(digest));
-    entry
+    support::repackage(artifacts, "status", &[("RELEASE", note)])
 }
 
 /// Deploys `entry` as `status` (the manifest changes, then `cargo xtask apply`).

@@ -25,7 +25,7 @@ fn values<'a>(state: &'a [Value], address: &str) -> &'a Value {
 }
 
 /// What the emulator lists of every kind of resource the stack makes
-/// (functions, APIs, tables, roles, log groups, buckets), each as the raw
+/// (functions, APIs, tables, roles, log groups, buckets, alarms, topics), each as the raw
 /// response of its list call. The emulator checks no signature, so a plain
 /// request naming the service in its credential scope will do.
 fn emulator_lists(stack: &Stack) -> Vec<(&'static str, String)> {
@@ -37,7 +37,7 @@ fn emulator_lists(stack: &Stack) -> Vec<(&'static str, String)> {
         .unwrap()
         .trim_start_matches("http://")
         .to_owned();
-    let calls: [(&str, &str, &str, &[&str], &str); 6] = [
+    let calls: [(&str, &str, &str, &[&str], &str); 8] = [
         ("lambda", "GET", "/2015-03-31/functions/", &[], ""),
         ("apigateway", "GET", "/restapis", &[], ""),
         (
@@ -68,6 +68,20 @@ fn emulator_lists(stack: &Stack) -> Vec<(&'static str, String)> {
             "{}",
         ),
         ("s3", "GET", "/", &[], ""),
+        (
+            "monitoring",
+            "POST",
+            "/",
+            &["Content-Type: application/x-www-form-urlencoded"],
+            "Action=DescribeAlarms&Version=2010-08-01",
+        ),
+        (
+            "sns",
+            "POST",
+            "/",
+            &["Content-Type: application/x-www-form-urlencoded"],
+            "Action=ListTopics&Version=2010-03-31",
+        ),
     ];
     calls
         .iter()
@@ -236,7 +250,8 @@ output "aliased_account" {
     // The policy: exactly the item actions each function's code uses on
     // exactly its two tables, the files function's object actions on its
     // own buckets' objects (and ListBucket on those buckets, so a missing
-    // object is a 404), and writing to the functions' own log groups.
+    // object is a 404), writing to the functions' own log groups, and
+    // X-Ray's two actions (which take no resource but "*").
     let policy = values(&state, "aws_iam_role_policy.this")["policy"]
         .as_str()
         .unwrap();
@@ -289,6 +304,9 @@ output "aliased_account" {
         for action in ["CreateLogStream", "PutLogEvents"] {
             expected.insert((format!("logs:{action}"), format!("{group}:*")));
         }
+    }
+    for action in ["PutTelemetryRecords", "PutTraceSegments"] {
+        expected.insert((format!("xray:{action}"), "*".to_owned()));
     }
     assert_eq!(grants, expected);
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::limits::{Grant, Period, Quota, Throttle};
 use super::mapping::{SelectionPattern, Template};
 use crate::LocalDir;
-use crate::host::FunctionVersion;
+use crate::host::Routed;
 use crate::live::{Applied, Aws, LocalStack, aws_error};
 
 /// The request template whose envelope the gateway builds natively.
@@ -28,6 +28,9 @@ pub const REQUEST_TEMPLATE: &str = include_str!("../../../terraform/templates/re
 /// The whole API: each stage, by name.
 #[derive(Debug)]
 pub struct Api {
+    pub id: String,
+    /// The API's name (API Gateway's metrics are by `ApiName`).
+    pub name: String,
     pub stages: BTreeMap<String, Stage>,
     /// Custom domain names of this API: host -> its base path mappings.
     pub domains: BTreeMap<String, Vec<BasePath>>,
@@ -90,12 +93,37 @@ pub struct Stage {
     pub throttle: Option<Throttle>,
     /// What each API key (by its value) of the stage's usage plans grants.
     pub keys: BTreeMap<String, Grant>,
+    /// Where and how the stage writes its access log, if it does.
+    pub access_log: Option<AccessLog>,
+}
+
+/// A stage's access log settings: the log group (from the destination ARN)
+/// and the line format, with its `$context` variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLog {
+    pub group: String,
+    pub format: String,
+}
+
+impl AccessLog {
+    /// From a stage's `accessLogSettings`: a CloudWatch Logs group ARN
+    /// (`arn:aws:logs:REGION:ACCOUNT:log-group:NAME`, `:*` optional) and a
+    /// format. Another destination (Kinesis Data Firehose) is not written.
+    pub fn from_settings(destination: Option<&str>, format: Option<&str>) -> Option<AccessLog> {
+        let (_, group) = destination?.split_once(":log-group:")?;
+        let group = group.strip_suffix(":*").unwrap_or(group);
+        Some(AccessLog {
+            group: group.to_owned(),
+            format: format?.to_owned(),
+        })
+    }
 }
 
 /// What an integration invokes from a stage.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub function: FunctionVersion,
+    /// The alias's version, and a weighted alias's other version.
+    pub routed: Routed,
     /// The ARN as the URI names it (`...:function:NAME:prod`).
     pub invoked_arn: String,
 }
@@ -494,13 +522,28 @@ pub async fn load_recording(
 
     let grants = grants(aws, api_id).await?;
 
+    let name = aws
+        .apigateway
+        .get_rest_api()
+        .rest_api_id(api_id)
+        .send()
+        .await
+        .map_err(aws_error)
+        .context("reading the REST API")?
+        .name
+        .unwrap_or_default();
     let mut api = Api {
+        id: api_id.clone(),
+        name,
         stages: BTreeMap::new(),
         domains: domains(aws, api_id).await?,
     };
     for stage in stages.item.unwrap_or_default() {
         let name = stage.stage_name.clone().unwrap_or_default();
         let throttle = stage_throttle(&name, stage.method_settings.as_ref())?;
+        let access_log = stage.access_log_settings().and_then(|settings| {
+            AccessLog::from_settings(settings.destination_arn(), settings.format())
+        });
         let revision = revision_of(stage.deployment_id().unwrap_or_default());
         let variables: BTreeMap<String, String> =
             stage.variables.unwrap_or_default().into_iter().collect();
@@ -541,6 +584,7 @@ pub async fn load_recording(
                 routes: served,
                 targets,
                 throttle,
+                access_log,
             },
         );
     }
@@ -737,8 +781,8 @@ async fn resolve_target(
     let (function_arn, qualifier) = lambda_target(&resolved)?;
     let name = function_arn.rsplit(':').next().unwrap_or_default();
     Ok(match aws.function_to_run(name, &qualifier).await? {
-        Some(function) => Ok(Target {
-            function,
+        Some(routed) => Ok(Target {
+            routed,
             invoked_arn: format!("{function_arn}:{qualifier}"),
         }),
         None => Err(format!(
@@ -829,6 +873,8 @@ mod tests {
     #[test]
     fn a_custom_domain_maps_its_base_paths_to_stages() {
         let api = Api {
+            id: String::new(),
+            name: String::new(),
             stages: BTreeMap::new(),
             domains: BTreeMap::from([
                 (

@@ -22,6 +22,7 @@
 //!   invoked at all: 500; a function error is mapped by the integration
 //!   responses (here, a crash or timeout is the configuration's 502).
 
+pub mod access_log;
 pub mod config;
 pub mod limits;
 pub mod mapping;
@@ -52,7 +53,27 @@ pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
 /// A failed load is retried this often (each request may try).
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// What one request met on its way, for its metrics and access log line.
+#[derive(Debug, Default)]
+struct Trace {
+    method: String,
+    path: String,
+    api_name: String,
+    api_id: String,
+    /// The stage that answered (none: no stage, no metrics).
+    stage: Option<String>,
+    access_log: Option<config::AccessLog>,
+    resource_path: Option<String>,
+    api_key_id: Option<String>,
+    integration_latency: Option<Duration>,
+    /// What Lambda's `Invoke` answered: 200 (a function error too), 429, 500.
+    integration_status: Option<u16>,
+}
+
 pub struct Gateway {
+    /// The access log stream this gateway writes (one per process, as API
+    /// Gateway writes to streams of its own).
+    access_log_stream: String,
     source: Source,
     aws: Aws,
     pub host: Arc<Host>,
@@ -71,7 +92,7 @@ enum Source {
     /// aliases re-read every [`REMOTE_REFRESH`]; configurations recorded
     /// under `records`.
     Remote {
-        applied: Applied,
+        applied: Box<Applied>,
         records: LocalDir,
         /// Whether it has loaded (and recorded the applied revision) once.
         started: std::sync::atomic::AtomicBool,
@@ -151,7 +172,7 @@ impl Gateway {
     ) -> Result<Arc<Gateway>> {
         let started = std::sync::atomic::AtomicBool::new(false);
         let source = Source::Remote {
-            applied,
+            applied: Box::new(applied),
             records,
             started,
         };
@@ -162,6 +183,7 @@ impl Gateway {
         let stamp = source.stamp();
         let api = source.load(&aws).await?;
         Ok(Arc::new(Gateway {
+            access_log_stream: new_request_id().replace('-', ""),
             source,
             aws,
             host,
@@ -210,7 +232,7 @@ impl Gateway {
                     .values()
                     .flat_map(|stage| stage.targets.values())
                     .filter_map(|target| target.as_ref().ok())
-                    .map(|target| target.function.clone())
+                    .flat_map(|target| target.routed.versions().cloned())
                     .collect();
                 self.host.retain(|function| served.contains(function));
                 Ok(api)
@@ -239,16 +261,22 @@ impl Gateway {
     ) -> Result<()> {
         tokio::pin!(shutdown);
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => accepted?,
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => {
+                    // What the last requests recorded goes out before the end.
+                    if let Some(telemetry) = self.host.telemetry() {
+                        telemetry.flush().await;
+                    }
+                    return Ok(());
+                }
             };
             let _ = stream.set_nodelay(true);
             let gateway = self.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let gateway = gateway.clone();
-                    async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                    async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -257,29 +285,115 @@ impl Gateway {
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let started = Instant::now();
+        let received = SystemTime::now();
         let request_id = new_request_id();
         let line = format!("{} {}", request.method(), request.uri());
-        let response = self.respond(request, &request_id).await;
+        let mut trace = Trace {
+            method: request.method().as_str().to_owned(),
+            path: request.uri().path().to_owned(),
+            ..Trace::default()
+        };
+        let response = self.respond(request, &request_id, &mut trace).await;
+        let latency = started.elapsed();
         self.host.log.line(format_args!(
             "{line} -> {} ({:.1} ms)",
             response.status().as_u16(),
-            started.elapsed().as_secs_f64() * 1000.0
+            latency.as_secs_f64() * 1000.0
         ));
         let mut response = response;
         response.headers_mut().insert(
             "x-amzn-requestid",
             request_id.parse().expect("a request id is a header value"),
         );
+        self.record(&trace, &response, &request_id, peer, received, latency);
         response
     }
 
-    async fn respond(&self, request: Request<Incoming>, request_id: &str) -> Response<Full<Bytes>> {
+    /// A request's metrics and its access log line, as API Gateway records
+    /// them, where the host records its invocations.
+    fn record(
+        &self,
+        trace: &Trace,
+        response: &Response<Full<Bytes>>,
+        request_id: &str,
+        peer: SocketAddr,
+        received: SystemTime,
+        latency: Duration,
+    ) {
+        let (Some(telemetry), Some(stage)) = (self.host.telemetry(), &trace.stage) else {
+            return;
+        };
+        let status = response.status().as_u16();
+        telemetry.request(
+            &trace.api_name,
+            stage,
+            status,
+            latency,
+            trace.integration_latency,
+        );
+        let Some(access_log) = &trace.access_log else {
+            return;
+        };
+        let ms = |d: Duration| format!("{}", d.as_millis());
+        let error = response
+            .extensions()
+            .get::<GatewayError>()
+            .map(|error| error.0.clone());
+        let length = hyper::body::Body::size_hint(response.body())
+            .exact()
+            .unwrap_or_default();
+        let epoch = received
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let values: BTreeMap<&str, Option<String>> = BTreeMap::from([
+            ("requestId", Some(request_id.to_owned())),
+            (
+                "extendedRequestId",
+                Some(new_request_id().replace('-', "")[..16].to_owned()),
+            ),
+            ("apiId", Some(trace.api_id.clone())),
+            ("stage", Some(stage.clone())),
+            ("identity.sourceIp", Some(peer.ip().to_string())),
+            ("requestTime", Some(access_log::clf_time(received))),
+            ("requestTimeEpoch", Some(epoch.as_millis().to_string())),
+            ("httpMethod", Some(trace.method.clone())),
+            ("resourcePath", trace.resource_path.clone()),
+            ("path", Some(trace.path.clone())),
+            ("status", Some(status.to_string())),
+            ("protocol", Some("HTTP/1.1".to_owned())),
+            ("responseLength", Some(length.to_string())),
+            ("responseLatency", Some(ms(latency))),
+            ("integrationLatency", trace.integration_latency.map(ms)),
+            ("integration.latency", trace.integration_latency.map(ms)),
+            (
+                "integration.status",
+                trace.integration_status.map(|s| s.to_string()),
+            ),
+            (
+                "integrationStatus",
+                trace.integration_status.map(|s| s.to_string()),
+            ),
+            ("identity.apiKeyId", trace.api_key_id.clone()),
+            ("error.message", error),
+        ]);
+        let line = access_log::render(&access_log.format, &values);
+        telemetry.log(&access_log.group, &self.access_log_stream, &line);
+    }
+
+    async fn respond(
+        &self,
+        request: Request<Incoming>,
+        request_id: &str,
+        trace: &mut Trace,
+    ) -> Response<Full<Bytes>> {
         let api = match self.current().await {
             Ok(api) => api,
             Err(_) => return internal_error(),
         };
+        trace.api_name = api.name.clone();
+        trace.api_id = api.id.clone();
         let path = request.uri().path().to_owned();
         // A custom domain name's host: its base path mappings choose the
         // stage, and the stage is not in the path.
@@ -306,6 +420,8 @@ impl Gateway {
                 gateway_error(StatusCode::FORBIDDEN, "Forbidden", "AccessDeniedException")
             };
         };
+        trace.stage = Some(stage.name.clone());
+        trace.access_log = stage.access_log.clone();
         let routes = match &stage.routes {
             Ok(routes) => routes,
             Err(reason) => {
@@ -316,6 +432,7 @@ impl Gateway {
         let Some((resource, path_params)) = routes.find(&rest) else {
             return missing_token();
         };
+        trace.resource_path = Some(resource.path.clone());
         let method = request.method().as_str().to_owned();
         let Some(integration) = resource.method(&method) else {
             return missing_token();
@@ -327,6 +444,7 @@ impl Gateway {
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| stage.keys.get(value))
         });
+        trace.api_key_id = key.flatten().map(|grant| grant.key_id.clone());
         let admitted = self
             .limiter
             .lock()
@@ -440,12 +558,16 @@ impl Gateway {
             }
             None => return internal_error(),
         };
+        // A weighted alias (a canary) runs its other version for its share.
+        let function = target.routed.pick();
+        let invoked = Instant::now();
         let invocation = tokio::time::timeout(
             integration.timeout,
             self.host
-                .invoke(&target.function, target.invoked_arn.clone(), payload),
+                .invoke(function, target.invoked_arn.clone(), payload),
         )
         .await;
+        trace.integration_latency = Some(invoked.elapsed());
         let Ok(invocation) = invocation else {
             self.host.log.line(format_args!(
                 "{stage_name} {method} {}: no answer within the integration timeout ({} ms)",
@@ -458,6 +580,11 @@ impl Gateway {
                 "IntegrationTimeout",
             );
         };
+        trace.integration_status = Some(match &invocation.outcome {
+            Outcome::Throttled { .. } => 429,
+            Outcome::ServiceError(_) => 500,
+            Outcome::Response(_) | Outcome::FunctionError { .. } => 200,
+        });
         let context = TemplateContext {
             request_id,
             stage: &stage.name,
@@ -571,6 +698,11 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
+/// An answer of API Gateway's own: its message is the access log's
+/// `$context.error.message`.
+#[derive(Debug, Clone)]
+struct GatewayError(String);
+
 fn gateway_error(status: StatusCode, message: &str, error_type: &str) -> Response<Full<Bytes>> {
     let mut response = json_response(
         status,
@@ -580,6 +712,9 @@ fn gateway_error(status: StatusCode, message: &str, error_type: &str) -> Respons
         "x-amzn-errortype",
         error_type.parse().expect("a header value"),
     );
+    response
+        .extensions_mut()
+        .insert(GatewayError(message.to_owned()));
     response
 }
 
@@ -631,10 +766,7 @@ pub fn serves(stage: &Stage) -> String {
     for target in stage.targets.values() {
         match target {
             Ok(target) => {
-                functions.insert(format!(
-                    "{}:{}",
-                    target.function.name, target.function.version
-                ));
+                functions.insert(target.routed.describe());
             }
             Err(reason) => {
                 missing.insert(reason.as_str());

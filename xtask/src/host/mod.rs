@@ -35,6 +35,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::artifact;
+use crate::telemetry::Telemetry;
 use runtime_api::{Event, FromRuntime, RuntimeApi};
 
 /// Lambda's limit on a synchronous invocation's request payload ("Request
@@ -73,6 +74,50 @@ pub struct FunctionVersion {
     /// most this many executions of the function, all versions together,
     /// at once. `None`: it shares the unreserved concurrency.
     pub reserved_concurrency: Option<u32>,
+}
+
+/// What invoking an alias runs: its version, or, for a weighted alias
+/// (Lambda's routing configuration, a canary), another version for a share
+/// of the invocations, chosen per invocation as Lambda chooses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub version: FunctionVersion,
+    /// The other version and its share (0 to 1).
+    pub additional: Option<(FunctionVersion, f64)>,
+}
+
+impl Routed {
+    /// The version one invocation runs.
+    pub fn pick(&self) -> &FunctionVersion {
+        match &self.additional {
+            Some((other, weight)) if fastrand::f64() < *weight => other,
+            _ => &self.version,
+        }
+    }
+
+    /// Every version it may run.
+    pub fn versions(&self) -> impl Iterator<Item = &FunctionVersion> {
+        std::iter::once(&self.version).chain(self.additional.iter().map(|(other, _)| other))
+    }
+
+    /// `name:1`, or `name:1 + 2 at 10%` for a weighted alias.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{}:{}", self.version.name, self.version.version);
+        if let Some((other, weight)) = &self.additional {
+            text += &format!(" + {} at {}", other.version, percent(*weight));
+        }
+        text
+    }
+}
+
+/// A share (0 to 1) as a percentage: `10%`, `12.5%`.
+pub fn percent(share: f64) -> String {
+    let percent = share * 100.0;
+    if (percent - percent.round()).abs() < 1e-9 {
+        format!("{}%", percent.round())
+    } else {
+        format!("{percent:.1}%")
+    }
 }
 
 /// How much the host may run at once, and how long it keeps an idle
@@ -197,6 +242,9 @@ pub struct Host {
     /// fake credentials), under the function's own.
     extra_env: Vec<(String, String)>,
     limits: Limits,
+    /// Where invocations are recorded as Lambda records them (metrics, and
+    /// the functions' log streams), if anywhere.
+    telemetry: Option<Arc<Telemetry>>,
     pools: Mutex<HashMap<FunctionVersion, Arc<Pool>>>,
     /// Executions under way, for the concurrency limits.
     busy: Mutex<Busy>,
@@ -265,19 +313,23 @@ impl Drop for Slot {
 }
 
 impl Host {
-    /// A host running code from the zips in `artifacts`, unpacked under `cache`.
+    /// A host running code from the zips in `artifacts`, unpacked under
+    /// `cache`; with `telemetry`, every invocation's metrics and log lines
+    /// are recorded there too.
     pub fn new(
         artifacts: PathBuf,
         cache: PathBuf,
         extra_env: Vec<(String, String)>,
         log: Log,
         limits: Limits,
+        telemetry: Option<Arc<Telemetry>>,
     ) -> Arc<Host> {
         Arc::new(Host {
             code: CodeStore { artifacts, cache },
             log,
             extra_env,
             limits,
+            telemetry,
             pools: Mutex::new(HashMap::new()),
             busy: Mutex::new(Busy::default()),
             reaper: Once::new(),
@@ -289,6 +341,26 @@ impl Host {
     /// Runs to its end even if the caller stops waiting, as Lambda does when
     /// an API Gateway integration times out.
     pub async fn invoke(
+        self: &Arc<Self>,
+        function: &FunctionVersion,
+        invoked_arn: String,
+        payload: Vec<u8>,
+    ) -> Invocation {
+        let invocation = self
+            .invoke_untracked(function, invoked_arn.clone(), payload)
+            .await;
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.invocation(function, &invoked_arn, &invocation);
+        }
+        invocation
+    }
+
+    /// The telemetry this host records into, if any.
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.telemetry.as_ref()
+    }
+
+    async fn invoke_untracked(
         self: &Arc<Self>,
         function: &FunctionVersion,
         invoked_arn: String,
@@ -457,8 +529,8 @@ impl Host {
                         } => format!("{message} {error_type}"),
                         other => format!("{other:?}"),
                     };
-                    self.log
-                        .line(format_args!("{label} INIT failed: {why}\n{label} {report}"));
+                    process.lines.line(&format!("INIT failed: {why}"));
+                    process.lines.line(&report.to_string());
                     let invocation = Invocation {
                         outcome,
                         report: Some(report),
@@ -469,8 +541,9 @@ impl Host {
             }
         };
 
-        self.log.line(format_args!(
-            "{label} START RequestId: {request_id} Version: {}",
+        let lines = process.lines.clone();
+        lines.line(&format!(
+            "START RequestId: {request_id} Version: {}",
             function.version
         ));
         let started = Instant::now();
@@ -504,12 +577,10 @@ impl Host {
                 .iter()
                 .any(|prefix| error_type.starts_with(prefix))
         {
-            self.log
-                .line(format_args!("{label} {message} {error_type}"));
+            lines.line(&format!("{message} {error_type}"));
         }
-        self.log.line(format_args!(
-            "{label} END RequestId: {request_id}\n{label} {report}"
-        ));
+        lines.line(&format!("END RequestId: {request_id}"));
+        lines.line(&report.to_string());
         let invocation = Invocation {
             outcome,
             report: Some(report),
@@ -519,13 +590,25 @@ impl Host {
     }
 
     async fn spawn(&self, function: &FunctionVersion, label: &str) -> Result<Process> {
+        let stream = log_stream_name(&function.version);
+        let lines = Lines {
+            label: label.to_owned(),
+            log: self.log.clone(),
+            sink: self.telemetry.as_ref().map(|telemetry| {
+                (
+                    telemetry.clone(),
+                    format!("/aws/lambda/{}", function.name),
+                    stream.clone(),
+                )
+            }),
+        };
         let code = self.code.clone();
         let sha = function.code_sha256.clone();
         let task_root = tokio::task::spawn_blocking(move || code.unpacked(&sha))
             .await
             .expect("unpacking never panics")?;
         let (api, runtime) = RuntimeApi::start().await?;
-        let env = lambda_environment(function, &api.address, &task_root, &self.extra_env);
+        let env = lambda_environment(function, &api.address, &task_root, &stream, &self.extra_env);
         let spawned_at = Instant::now();
         let mut child = Command::new(task_root.join(artifact::ENTRY))
             .current_dir(&task_root)
@@ -537,10 +620,11 @@ impl Host {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", task_root.join(artifact::ENTRY).display()))?;
-        forward_lines(child.stdout.take(), label, &self.log);
-        forward_lines(child.stderr.take(), label, &self.log);
+        forward_lines(child.stdout.take(), &lines);
+        forward_lines(child.stderr.take(), &lines);
         Ok(Process {
             spawned_at,
+            lines,
             pid: child.id(),
             child,
             api,
@@ -554,6 +638,8 @@ impl Host {
 struct Process {
     /// When the process was started: its init phase runs from here to its first `/next`.
     spawned_at: Instant,
+    /// Where its log lines go.
+    lines: Lines,
     child: Child,
     pid: Option<u32>,
     api: runtime_api::Handle,
@@ -694,18 +780,37 @@ fn peak_rss_mb(pid: u32) -> Option<u64> {
     Some(kb.div_ceil(1024))
 }
 
-/// Copies a process's output to ours, line by line, labelled with the
-/// function version (Lambda sends both streams to the function's log).
-fn forward_lines(stream: Option<impl AsyncRead + Unpin + Send + 'static>, label: &str, log: &Log) {
+/// Copies a process's output to its log lines (Lambda sends both streams
+/// to the function's log).
+fn forward_lines(stream: Option<impl AsyncRead + Unpin + Send + 'static>, lines: &Lines) {
     let Some(stream) = stream else { return };
-    let label = label.to_owned();
-    let log = log.clone();
+    let lines = lines.clone();
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stream).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            log.line(format_args!("{label} {line}"));
+        let mut reader = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            lines.line(&line);
         }
     });
+}
+
+/// Where one execution environment's log lines go: the host's [`Log`],
+/// labelled with the function version, and, with telemetry, the
+/// environment's log stream in the function's log group, as Lambda writes
+/// them (`/aws/lambda/NAME`, `YYYY/MM/DD/[VERSION]ID`).
+#[derive(Clone)]
+struct Lines {
+    label: String,
+    log: Log,
+    sink: Option<(Arc<Telemetry>, String, String)>,
+}
+
+impl Lines {
+    fn line(&self, text: &str) {
+        self.log.line(format_args!("{} {text}", self.label));
+        if let Some((telemetry, group, stream)) = &self.sink {
+            telemetry.log(group, stream, text);
+        }
+    }
 }
 
 /// Where log lines go: stderr (`cargo xtask dev`), or a file (`cargo xtask
@@ -747,17 +852,12 @@ pub fn lambda_environment(
     function: &FunctionVersion,
     runtime_api: &str,
     task_root: &Path,
+    log_stream: &str,
     extra: &[(String, String)],
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = extra.iter().cloned().collect();
     env.extend(function.environment.clone());
-    let today = humantime::format_rfc3339(SystemTime::now()).to_string();
-    let stream = format!(
-        "{}/[{}]{}",
-        today[..10].replace('-', "/"),
-        function.version,
-        new_request_id().replace('-', "")
-    );
+    let stream = log_stream.to_owned();
     let task_root = task_root.display().to_string();
     let reserved = [
         ("AWS_LAMBDA_FUNCTION_NAME", function.name.clone()),
@@ -786,6 +886,17 @@ pub fn lambda_environment(
         env.insert(key.to_owned(), value);
     }
     env
+}
+
+/// A new execution environment's log stream, as Lambda names it:
+/// `YYYY/MM/DD/[VERSION]` and 32 hex digits.
+pub fn log_stream_name(version: &str) -> String {
+    let today = humantime::format_rfc3339(SystemTime::now()).to_string();
+    format!(
+        "{}/[{version}]{}",
+        today[..10].replace('-', "/"),
+        new_request_id().replace('-', "")
+    )
 }
 
 /// A request id in Lambda's format (a random UUID).
@@ -928,6 +1039,7 @@ mod tests {
                 concurrency: 2,
                 idle_timeout: Duration::from_secs(60),
             },
+            None,
         );
         let named = |name: &str, reserved| FunctionVersion {
             name: name.into(),
@@ -971,14 +1083,28 @@ mod tests {
             ),
             ("TABLE".to_owned(), "overridden".to_owned()),
         ];
-        let env = lambda_environment(&function(), "127.0.0.1:9001", Path::new("/code"), &extra);
+        let stream = log_stream_name("3");
+        let env = lambda_environment(
+            &function(),
+            "127.0.0.1:9001",
+            Path::new("/code"),
+            &stream,
+            &extra,
+        );
         assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "app-status");
         assert_eq!(env["AWS_LAMBDA_FUNCTION_VERSION"], "3");
         assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
         assert_eq!(env["AWS_LAMBDA_RUNTIME_API"], "127.0.0.1:9001");
         assert_eq!(env["LAMBDA_TASK_ROOT"], "/code");
         assert_eq!(env["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/app-status");
-        assert!(env["AWS_LAMBDA_LOG_STREAM_NAME"].contains("/[3]"));
+        assert_eq!(env["AWS_LAMBDA_LOG_STREAM_NAME"], stream);
+        let (date, rest) = stream.split_at(10);
+        assert!(date.chars().filter(|c| *c == '/').count() == 2, "{stream}");
+        let id = rest.strip_prefix("/[3]").expect("the version in brackets");
+        assert!(
+            id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{stream}"
+        );
         // The function's variables, which cannot override Lambda's, and
         // which win over the local stack's.
         assert_eq!(env["TABLE"], "t");

@@ -13,6 +13,7 @@
 //! clients and its release files (pin, history, receipt).
 
 pub mod apikey;
+pub mod canary;
 pub mod plan;
 pub mod publish;
 pub mod smoke;
@@ -124,7 +125,20 @@ impl World {
                     configuration: version.configuration,
                     description: version.description,
                     state: version.state,
+                    additional: None,
                 });
+            // A weighted alias (a canary) sends a share elsewhere.
+            let running = match running {
+                Some(mut running) => {
+                    running.additional = self
+                        .aws
+                        .alias(name, stage)
+                        .await?
+                        .and_then(|alias| alias.additional);
+                    Some(running)
+                }
+                None => None,
+            };
             functions.insert(function.clone(), running);
         }
         Ok(StageRuns {
@@ -206,7 +220,7 @@ pub struct StageRuns {
 }
 
 /// The version an alias points at, and its code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Running {
     pub version: String,
     /// Lambda's `CodeSha256` (base64).
@@ -220,6 +234,23 @@ pub struct Running {
     /// runs this code yet.
     #[serde(default)]
     pub state: String,
+    /// A weighted alias's other version and its share (0 to 1): a canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional: Option<(String, f64)>,
+}
+
+impl Running {
+    /// `1`, or `1 + 2 at 10%` while a share goes to another version.
+    pub fn describe(&self) -> String {
+        match &self.additional {
+            Some((other, weight)) => format!(
+                "{} + {other} at {}",
+                self.version,
+                crate::host::percent(*weight)
+            ),
+            None => self.version.clone(),
+        }
+    }
 }
 
 /// A version number as a number (`$LATEST` and anything else: 0).
@@ -250,13 +281,89 @@ pub struct Release {
     /// Function (manifest name) -> published version.
     pub functions: BTreeMap<String, String>,
     pub api_revision: String,
+    /// A canary in flight: a share of prod's invocations go to new
+    /// versions (`cargo xtask publish --canary`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+/// A release in flight as a canary: for each function it changes, the new
+/// version its prod alias sends `percent` of invocations to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// The release it becomes when promoted.
+    pub release: u64,
+    /// Its release note.
+    pub note: String,
+    /// 1 to 99.
+    pub percent: u8,
+    /// Function -> the new version (only the functions that change).
+    pub versions: BTreeMap<String, String>,
+    /// When its weights were applied (RFC 3339).
+    pub started_at: String,
+    /// How long it bakes before it is promoted, in seconds.
+    pub bake_seconds: u64,
+}
+
+impl Canary {
+    /// The share of invocations the new versions get (0 to 1).
+    pub fn weight(&self) -> f64 {
+        f64::from(self.percent) / 100.0
+    }
 }
 
 impl Release {
-    /// Whether both pin the same versions and API revision (notes and
-    /// numbers aside).
+    /// Whether both pin the same versions, routing and API revision
+    /// (notes, numbers and times aside).
     pub fn same_pin(&self, other: &Release) -> bool {
-        self.functions == other.functions && self.api_revision == other.api_revision
+        let routing = |release: &Release| {
+            release
+                .canary
+                .as_ref()
+                .map(|canary| (canary.percent, canary.versions.clone()))
+        };
+        self.functions == other.functions
+            && self.api_revision == other.api_revision
+            && routing(self) == routing(other)
+    }
+
+    /// This pin without its canary (prod wholly on `functions`).
+    pub fn without_canary(&self) -> Release {
+        Release {
+            canary: None,
+            ..self.clone()
+        }
+    }
+
+    /// The pin a canary becomes when promoted: its release, wholly on the
+    /// new versions.
+    pub fn promoted(&self) -> Option<Release> {
+        let canary = self.canary.as_ref()?;
+        let mut functions = self.functions.clone();
+        functions.extend(canary.versions.clone());
+        Some(Release {
+            release: canary.release,
+            note: canary.note.clone(),
+            functions,
+            api_revision: self.api_revision.clone(),
+            canary: None,
+        })
+    }
+
+    /// What prod runs of `function`: `1`, or `1 + 2 at 10%`.
+    pub fn describe(&self, function: &str) -> String {
+        let Some(version) = self.functions.get(function) else {
+            return "none".to_owned();
+        };
+        match self
+            .canary
+            .as_ref()
+            .and_then(|canary| Some((canary.versions.get(function)?, canary.percent)))
+        {
+            Some((new, percent)) => format!("{version} + {new} at {percent}%"),
+            None => version.clone(),
+        }
     }
 
     pub fn read(path: &Path) -> Result<Release> {
@@ -301,6 +408,22 @@ pub struct Published {
     /// Function -> `CodeSha256` of that version.
     pub code_sha256: BTreeMap<String, String>,
     pub api_revision: String,
+    /// How it went as a canary, if it was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryOutcome>,
+}
+
+/// A canary's course, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryOutcome {
+    pub percent: u8,
+    pub started_at: String,
+    pub ended_at: String,
+    /// `promoted` (all of prod moved to it), `rolled back` (an alarm fired)
+    /// or `aborted` (by hand).
+    pub outcome: String,
+    /// Why it ended so: the alarm that fired, or who ended it.
+    pub reason: String,
 }
 
 impl Published {
@@ -310,7 +433,15 @@ impl Published {
             note,
             functions: self.functions.clone(),
             api_revision: self.api_revision.clone(),
+            canary: None,
         }
+    }
+
+    /// Whether all of prod ever ran it: not a canary rolled back or aborted.
+    pub fn served_prod(&self) -> bool {
+        self.canary
+            .as_ref()
+            .is_none_or(|canary| canary.outcome == "promoted")
     }
 }
 
@@ -349,12 +480,28 @@ impl History {
 
     /// Where `rollback` goes without `--to`: the highest release below the
     /// pinned one that pins something else (a release published again
-    /// after a rollback pins what it rolled away from).
+    /// after a rollback pins what it rolled away from) and once served all
+    /// of prod (not a canary rolled back or aborted).
     pub fn before(&self, pinned: &Release) -> Option<&Published> {
+        let pinned = pinned.without_canary();
         self.releases
             .iter()
-            .filter(|r| r.release < pinned.release && !r.pin(String::new()).same_pin(pinned))
+            .filter(|r| {
+                r.release < pinned.release
+                    && r.served_prod()
+                    && !r.pin(String::new()).same_pin(&pinned)
+            })
             .max_by_key(|r| r.release)
+    }
+
+    /// Records `release`, or, if it is recorded already, keeps that record.
+    pub fn record(path: &Path, release: Published) -> Result<()> {
+        let mut history = History::read(path)?;
+        if history.get(release.release).is_none() {
+            history.releases.push(release);
+            history.write(path)?;
+        }
+        Ok(())
     }
 }
 
@@ -401,6 +548,7 @@ mod tests {
             functions: BTreeMap::from([("status".to_owned(), release.to_string())]),
             code_sha256: BTreeMap::new(),
             api_revision: "r".to_owned(),
+            canary: None,
         }
     }
 
@@ -425,8 +573,66 @@ mod tests {
             note: String::new(),
             functions: BTreeMap::new(),
             api_revision: String::new(),
+            canary: None,
         };
         assert_eq!(History::default().next_release(&unpublished), 1);
+        // A canary rolled back never served all of prod: rollback passes it.
+        let mut failed = history.clone();
+        failed.releases[1].canary = Some(CanaryOutcome {
+            percent: 10,
+            started_at: String::new(),
+            ended_at: String::new(),
+            outcome: "rolled back".to_owned(),
+            reason: "alarm x".to_owned(),
+        });
+        let third = failed.releases[2].pin(String::new());
+        assert_eq!(failed.before(&third).unwrap().release, 1);
+        failed.releases[1].canary.as_mut().unwrap().outcome = "promoted".to_owned();
+        assert_eq!(failed.before(&third).unwrap().release, 2);
+    }
+
+    #[test]
+    fn a_canary_pin_promotes_to_its_release_and_describes_its_weights() {
+        let pinned = Release {
+            release: 2,
+            note: "two".to_owned(),
+            functions: BTreeMap::from([
+                ("status".to_owned(), "2".to_owned()),
+                ("users".to_owned(), "1".to_owned()),
+            ]),
+            api_revision: "r".to_owned(),
+            canary: Some(Canary {
+                release: 3,
+                note: "three".to_owned(),
+                percent: 10,
+                versions: BTreeMap::from([("status".to_owned(), "3".to_owned())]),
+                started_at: String::new(),
+                bake_seconds: 300,
+            }),
+        };
+        assert_eq!(pinned.describe("status"), "2 + 3 at 10%");
+        assert_eq!(pinned.describe("users"), "1");
+        assert_eq!(pinned.describe("chirps"), "none");
+        let promoted = pinned.promoted().unwrap();
+        assert_eq!(promoted.release, 3);
+        assert_eq!(promoted.note, "three");
+        assert_eq!(promoted.functions["status"], "3");
+        assert_eq!(promoted.functions["users"], "1");
+        assert!(promoted.canary.is_none() && promoted.promoted().is_none());
+        assert!(!pinned.same_pin(&pinned.without_canary()));
+        let mut other_weight = pinned.clone();
+        other_weight.canary.as_mut().unwrap().percent = 20;
+        assert!(!pinned.same_pin(&other_weight));
+        other_weight.canary.as_mut().unwrap().percent = 10;
+        other_weight.canary.as_mut().unwrap().started_at = "later".to_owned();
+        assert!(pinned.same_pin(&other_weight));
+        // The pin file keeps it, and a pin without one has no such field.
+        let dir = std::env::temp_dir().join(format!("xtask-canary-pin-{}", std::process::id()));
+        let path = dir.join(PIN_FILE);
+        pinned.write(&path).unwrap();
+        assert_eq!(Release::read(&path).unwrap(), pinned);
+        assert!(!pinned.without_canary().file_text().contains("canary"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -226,6 +226,8 @@ impl Plan {
             .filter(|change| {
                 let key = change.key.as_deref().unwrap_or_default();
                 let allowed = change.is("aws_lambda_alias", "prod")
+                    || change.is("aws_cloudwatch_metric_alarm", "canary_errors")
+                    || change.is("aws_cloudwatch_metric_alarm", "canary_duration")
                     || (change.is("aws_lambda_permission", "this") && key.ends_with(":prod"))
                     || change.is("aws_api_gateway_deployment", "prod")
                     || (change.is("aws_api_gateway_stage", "this")
@@ -296,14 +298,11 @@ impl Plan {
                 };
                 lines.entry(function).or_default().push(line);
             } else if change.kind == "aws_lambda_alias" {
-                let version = |value: &Value| {
-                    Change::text(value, "function_version").unwrap_or_else(|| "none".to_owned())
-                };
                 lines.entry(function).or_default().push(format!(
                     "{}: {} -> {}",
                     change.name,
-                    version(&change.before),
-                    version(&change.after)
+                    alias_target(&change.before),
+                    alias_target(&change.after)
                 ));
             }
         }
@@ -425,6 +424,31 @@ impl Plan {
     }
 }
 
+/// What an alias planned as `value` runs: `1`, or `1 + 2 at 10%` with a
+/// routing configuration (`none` when there is no alias).
+fn alias_target(value: &Value) -> String {
+    let Some(version) = Change::text(value, "function_version") else {
+        return "none".to_owned();
+    };
+    match routed_to(value) {
+        Some((other, weight)) => {
+            format!("{version} + {other} at {}", crate::host::percent(weight))
+        }
+        None => version,
+    }
+}
+
+/// The version and weight of an alias's routing configuration, if it
+/// routes any share elsewhere.
+fn routed_to(alias: &Value) -> Option<(String, f64)> {
+    alias["routing_config"]
+        .as_array()?
+        .iter()
+        .flat_map(|config| config["additional_version_weights"].as_object())
+        .flatten()
+        .find_map(|(version, weight)| Some((version.clone(), weight.as_f64()?)))
+}
+
 fn human_size(bytes: u64) -> String {
     match bytes {
         0..1024 => format!("{bytes} B"),
@@ -442,6 +466,7 @@ pub fn check_promotion(plan: &Plan, world: &World, candidate: &Release) -> Resul
         pin: candidate,
         functions: &world.applied.function_names,
         api: Some((&world.applied.api_id, &world.applied.region)),
+        stage_settings: false,
     });
     if !mismatches.is_empty() {
         bail!(
@@ -487,7 +512,20 @@ pub struct ProdTarget<'a> {
     pub functions: &'a BTreeMap<String, String>,
     /// The applied API's id and region (`None` before a first apply).
     pub api: Option<(&'a str, &'a str)>,
+    /// Whether the prod stage's settings that are not part of a deployment
+    /// (its access log, tracing, tags) may change: in an apply, which
+    /// changes them on both stages; never in a promotion.
+    pub stage_settings: bool,
 }
+
+/// The prod stage's arguments a deployment does not snapshot, and that
+/// route nothing: what an apply may change on it besides its deployment.
+const STAGE_SETTINGS: &[&str] = &[
+    "access_log_settings",
+    "xray_tracing_enabled",
+    "tags",
+    "tags_all",
+];
 
 impl Plan {
     /// Where the changes to prod (its aliases, their permissions, prod's
@@ -551,21 +589,40 @@ impl Plan {
                             expect(&mut found, "function_name", &Value::from(name.as_str()));
                         }
                         let routing = &after["routing_config"];
-                        let unrouted = !unknown("routing_config")
-                            && (routing.is_null()
-                                || routing.as_array().is_some_and(|configs| {
-                                    configs.iter().all(|config| {
-                                        config["additional_version_weights"]
-                                            .as_object()
-                                            .is_none_or(|weights| weights.is_empty())
-                                    })
-                                }));
-                        if !unrouted {
-                            found.push(format!(
-                                "{}: routing_config {routing}, the pin routes all of prod to \
-                                 version {version}",
-                                change.address
-                            ));
+                        let canary = pin.canary.as_ref().and_then(|canary| {
+                            Some((canary.versions.get(key)?.clone(), canary.weight()))
+                        });
+                        let weights: Vec<(String, f64)> = routing
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .flat_map(|config| config["additional_version_weights"].as_object())
+                            .flatten()
+                            .map(|(v, w)| (v.clone(), w.as_f64().unwrap_or(f64::NAN)))
+                            .collect();
+                        let as_pinned = !unknown("routing_config")
+                            && match &canary {
+                                None => weights.is_empty(),
+                                Some((new, weight)) => {
+                                    weights.len() == 1
+                                        && weights[0].0 == *new
+                                        && (weights[0].1 - weight).abs() < 1e-9
+                                }
+                            };
+                        if !as_pinned {
+                            found.push(match &canary {
+                                None => format!(
+                                    "{}: routing_config {routing}, the pin routes all of prod \
+                                     to version {version}",
+                                    change.address
+                                ),
+                                Some((new, weight)) => format!(
+                                    "{}: routing_config {routing}, the pin routes {} of prod \
+                                     to version {new}, the rest to {version}",
+                                    change.address,
+                                    crate::host::percent(*weight)
+                                ),
+                            });
                         }
                     }
                     Some(version) => found.push(format!(
@@ -579,6 +636,61 @@ impl Plan {
                         change.address,
                         change.actions.join(", ")
                     )),
+                }
+            } else if change.is("aws_cloudwatch_metric_alarm", "canary_errors")
+                || change.is("aws_cloudwatch_metric_alarm", "canary_duration")
+            {
+                let version = pin
+                    .canary
+                    .as_ref()
+                    .and_then(|canary| canary.versions.get(key));
+                match version {
+                    None if change.actions == ["delete"] => {}
+                    None => found.push(format!(
+                        "{}: {}, but the pin has no canary of {key}",
+                        change.address,
+                        change.actions.join(", ")
+                    )),
+                    Some(_) if !creates(change) && change.actions != ["update"] => {
+                        found.push(format!(
+                            "{}: {}, but the pin's canary of {key} is watched by it",
+                            change.address,
+                            change.actions.join(", ")
+                        ))
+                    }
+                    Some(version) => {
+                        let name = target
+                            .functions
+                            .get(key)
+                            .cloned()
+                            .unwrap_or_else(|| key.to_owned());
+                        let wanted = serde_json::json!({
+                            "FunctionName": name,
+                            "Resource": format!("{name}:prod"),
+                            "ExecutedVersion": version,
+                        });
+                        // Its metrics: the alarm's own, or its queries'.
+                        let mut dimensions: Vec<&Value> = Vec::new();
+                        if !after["dimensions"].is_null() {
+                            dimensions.push(&after["dimensions"]);
+                        }
+                        for query in after["metric_query"].as_array().into_iter().flatten() {
+                            for metric in query["metric"].as_array().into_iter().flatten() {
+                                dimensions.push(&metric["dimensions"]);
+                            }
+                        }
+                        if dimensions.is_empty() || dimensions.iter().any(|d| **d != wanted) {
+                            found.push(format!(
+                                "{}: watches {}, the pin's canary is {wanted}",
+                                change.address,
+                                dimensions
+                                    .iter()
+                                    .map(|d| d.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ));
+                        }
+                    }
                 }
             } else if change.is("aws_lambda_permission", "this") && key.ends_with(":prod") {
                 let function = key.trim_end_matches(":prod");
@@ -702,6 +814,9 @@ impl Plan {
                 for field in fields {
                     let moved = unknown(field) || change.before[field] != after[field];
                     if !moved {
+                        continue;
+                    }
+                    if target.stage_settings && STAGE_SETTINGS.contains(&field.as_str()) {
                         continue;
                     }
                     if field == "deployment_id" {
@@ -896,6 +1011,7 @@ mod tests {
                 ("users".to_owned(), "1".to_owned()),
             ]),
             api_revision: "rev2".to_owned(),
+            canary: None,
         };
         let functions = ["status", "users"]
             .map(|f| (f.to_owned(), format!("rust-lambda-api-{f}")))
@@ -905,6 +1021,7 @@ mod tests {
             pin: &candidate,
             functions: &functions,
             api: Some(("api", "us-east-1")),
+            stage_settings: false,
         })
     }
 
@@ -1016,6 +1133,168 @@ mod tests {
         }
     }
 
+    /// A canary of `status` 3 at 10% over prod's 2 (users unchanged), with
+    /// `edit` applied to its plan JSON first; what the check finds.
+    fn canary_mismatches(edit: impl FnOnce(&mut Value)) -> Vec<String> {
+        let alias = |routing: Value| {
+            json!({"name": "prod", "function_name": "rust-lambda-api-status",
+                   "function_version": "2", "routing_config": routing})
+        };
+        let dimensions = json!({"FunctionName": "rust-lambda-api-status",
+                                "Resource": "rust-lambda-api-status:prod", "ExecutedVersion": "3"});
+        let metric = |name: &str| {
+            json!({"id": name, "expression": "", "return_data": false,
+                   "metric": [{"namespace": "AWS/Lambda", "metric_name": name,
+                               "dimensions": dimensions.clone(), "period": 10, "stat": "Sum"}]})
+        };
+        let mut shown = json!({
+            "resource_changes": [
+                change(r#"aws_lambda_alias.prod["status"]"#, &["update"], alias(json!([])),
+                       alias(json!([{"additional_version_weights": {"3": 0.1}}]))),
+                change(r#"aws_cloudwatch_metric_alarm.canary_errors["status"]"#, &["create"],
+                       Value::Null,
+                       json!({"metric_query": [metric("Errors"), metric("Invocations"),
+                                               {"id": "rate", "expression": "100 * errors / invocations",
+                                                "return_data": true, "metric": []}],
+                              "dimensions": null})),
+                change(r#"aws_cloudwatch_metric_alarm.canary_duration["status"]"#, &["create"],
+                       Value::Null,
+                       json!({"dimensions": dimensions.clone(), "metric_query": []})),
+            ],
+        });
+        edit(&mut shown);
+        let candidate = Release {
+            release: 2,
+            note: String::new(),
+            functions: BTreeMap::from([
+                ("status".to_owned(), "2".to_owned()),
+                ("users".to_owned(), "1".to_owned()),
+            ]),
+            api_revision: "rev2".to_owned(),
+            canary: Some(crate::release::Canary {
+                release: 3,
+                note: String::new(),
+                percent: 10,
+                versions: BTreeMap::from([("status".to_owned(), "3".to_owned())]),
+                started_at: String::new(),
+                bake_seconds: 60,
+            }),
+        };
+        let functions = ["status", "users"]
+            .map(|f| (f.to_owned(), format!("rust-lambda-api-{f}")))
+            .into();
+        let plan = Plan::from_json(&shown).unwrap();
+        assert!(plan.outside_prod().is_empty(), "{:?}", plan.outside_prod());
+        plan.prod_mismatches(&ProdTarget {
+            pin: &candidate,
+            functions: &functions,
+            api: Some(("api", "us-east-1")),
+            stage_settings: false,
+        })
+    }
+
+    #[test]
+    fn a_canary_sets_exactly_the_pins_weights_and_watches_its_version() {
+        assert_eq!(canary_mismatches(|_| {}), Vec::<String>::new());
+        fn after(at: usize) -> String {
+            format!("/resource_changes/{at}/change/after")
+        }
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(0)).unwrap()["routing_config"] =
+                        json!([{"additional_version_weights": {"3": 0.5}}])
+                }),
+                r#"aws_lambda_alias.prod["status"]: routing_config"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(0)).unwrap()["routing_config"] =
+                        json!([{"additional_version_weights": {"4": 0.1}}])
+                }),
+                "the pin routes 10% of prod to version 3",
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(0)).unwrap()["routing_config"] = json!([])
+                }),
+                "the pin routes 10% of prod to version 3, the rest to 2",
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(2)).unwrap()["dimensions"]["ExecutedVersion"] =
+                        json!("2")
+                }),
+                r#"aws_cloudwatch_metric_alarm.canary_duration["status"]: watches"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(1)).unwrap()["metric_query"][1]["metric"][0]["dimensions"]
+                        ["Resource"] = json!("rust-lambda-api-status:staging")
+                }),
+                r#"aws_cloudwatch_metric_alarm.canary_errors["status"]: watches"#,
+            ),
+            (
+                // An alarm for a function the canary does not change.
+                Box::new(|shown| {
+                    shown["resource_changes"][2]["address"] =
+                        json!(r#"aws_cloudwatch_metric_alarm.canary_duration["users"]"#);
+                    shown["resource_changes"][2]["index"] = json!("users");
+                }),
+                "the pin has no canary of users",
+            ),
+            (
+                Box::new(|shown| {
+                    shown["resource_changes"][1]["change"]["actions"] = json!(["delete"]);
+                }),
+                "but the pin's canary of status is watched by it",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let found = canary_mismatches(edit);
+            assert!(
+                found.len() == 1 && found[0].contains(expected),
+                "{expected}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_apply_may_change_the_prod_stages_settings_a_promotion_may_not() {
+        let shown = json!({"resource_changes": [change(
+            r#"aws_api_gateway_stage.this["prod"]"#,
+            &["update"],
+            json!({"deployment_id": "d1", "xray_tracing_enabled": false, "access_log_settings": []}),
+            json!({"deployment_id": "d1", "xray_tracing_enabled": true,
+                   "access_log_settings": [{"destination_arn": "arn:x", "format": "{}"}]}),
+        )]});
+        let plan = Plan::from_json(&shown).unwrap();
+        let pin = Release {
+            release: 0,
+            note: String::new(),
+            functions: BTreeMap::new(),
+            api_revision: String::new(),
+            canary: None,
+        };
+        let functions = BTreeMap::new();
+        let target = |stage_settings| ProdTarget {
+            pin: &pin,
+            functions: &functions,
+            api: None,
+            stage_settings,
+        };
+        assert_eq!(plan.prod_mismatches(&target(true)), Vec::<String>::new());
+        let refused = plan.prod_mismatches(&target(false));
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        // Never its variables, which pick the alias.
+        let mut variables = shown.clone();
+        variables["resource_changes"][0]["change"]["after"]["variables"] =
+            json!({"stage": "staging"});
+        let plan = Plan::from_json(&variables).unwrap();
+        assert_eq!(plan.prod_mismatches(&target(true)).len(), 1);
+    }
+
     #[test]
     fn the_preview_names_code_alias_route_and_deployment_changes() {
         let old = crate::artifact::sha256(b"old zip");
@@ -1046,6 +1325,13 @@ mod tests {
                 &["create"],
                 Value::Null,
                 json!({"function_version": "4"}),
+            ),
+            change(
+                r#"aws_lambda_alias.prod["chirps"]"#,
+                &["update"],
+                json!({"function_version": "1", "routing_config": []}),
+                json!({"function_version": "1",
+                       "routing_config": [{"additional_version_weights": {"2": 0.1}}]}),
             ),
             change(
                 r#"aws_api_gateway_method.this["GET /version"]"#,
@@ -1080,11 +1366,11 @@ mod tests {
         ]);
         let text = plan.render(Some(&manifest));
         let expected = format!(
-            "functions\n  status  code 1.00 MiB -> 2.00 MiB ({} -> {})\n  users   prod: none -> 4\n\
+            "functions\n  chirps  prod: 1 -> 1 + 2 at 10%\n  status  code 1.00 MiB -> 2.00 MiB ({} -> {})\n  users   prod: none -> 4\n\
              routes\n  + GET /version\n  ~ POST /user/{{id}}\n\
              stages\n  staging redeploys: API revision aaaaaaaaaaaa -> bbbbbbbbbbbb\n\
              other\n  ~ aws_cloudwatch_log_group.this[\"status\"]\n\
-             Plan: 4 to add, 3 to change, 1 to destroy.\n",
+             Plan: 4 to add, 4 to change, 1 to destroy.\n",
             &old.hex[..12],
             &new.hex[..12]
         );

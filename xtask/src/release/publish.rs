@@ -26,13 +26,28 @@ use crate::terraform::TargetArgs;
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
     #[command(flatten)]
-    target: TargetArgs,
+    pub target: TargetArgs,
     /// Check everything and show the plan, but publish, pin and apply nothing.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
     /// The release note kept in the pin and the history [default: the receipt's summary].
-    #[arg(long)]
-    note: Option<String>,
+    #[arg(long, conflicts_with_all = ["promote", "abort"])]
+    pub note: Option<String>,
+    /// Release gradually: send PERCENT of prod's invocations of each changed
+    /// function to its new version (a weighted prod alias), bake, then move
+    /// prod wholly to it, or roll back if one of the canary's alarms fires.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub canary: Option<u8>,
+    /// How long a canary bakes before it is promoted (at least the alarms'
+    /// period times their evaluation periods): `5m`, `90s`, `1h`.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration, requires = "canary")]
+    pub bake: std::time::Duration,
+    /// Finish a canary left in flight (its bake interrupted): move prod wholly to it.
+    #[arg(long, conflicts_with_all = ["canary", "abort"])]
+    pub promote: bool,
+    /// Cancel a canary in flight: remove its weights, prod wholly on the release before it.
+    #[arg(long, conflicts_with = "canary")]
+    pub abort: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,6 +66,23 @@ pub struct RollbackArgs {
 pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
     let runtime = super::runtime()?;
     let world = runtime.block_on(World::open(sh, local, &args.target))?;
+    if args.promote || args.abort {
+        return super::canary::finish(&runtime, sh, &world, args.promote, args.dry_run);
+    }
+    let pinned = Release::read(&world.pin_path())?;
+    if let Some(canary) = &pinned.canary {
+        bail!(
+            "a canary of release {} is in flight (since {}: {}% of prod on {}), so nothing was \
+             published: finish it first with `cargo xtask publish{flag} --promote` (all of prod \
+             to it) or `cargo xtask publish{flag} --abort` (back to release {})",
+            canary.release,
+            canary.started_at,
+            canary.percent,
+            super::canary::versions(canary),
+            pinned.release,
+            flag = world.flag()
+        );
+    }
     let receipt = Receipt::read(&world)?;
     if !receipt.passed {
         bail!(
@@ -71,8 +103,13 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
         &receipt.mismatches(target, &world.applied.api_id, &staging),
     )?;
 
-    let pinned = Release::read(&world.pin_path())?;
     let history = History::read(&world.history_path())?;
+    if let Some(percent) = args.canary {
+        // Before anything is published: a refusal moves nothing.
+        let prod = runtime.block_on(world.stage("prod"))?;
+        super::canary::check_start(&world, &pinned, &receipt, &prod, args.bake)
+            .with_context(|| format!("no canary at {percent}%, nothing was published"))?;
+    }
     let mut versions = BTreeMap::new();
     let mut moves = Vec::new();
     for (function, verified) in &receipt.functions {
@@ -82,17 +119,30 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
         versions.insert(function.clone(), version.number().to_owned());
     }
 
+    let note = args.note.clone().unwrap_or_else(|| {
+        format!(
+            "verified on staging at {}: {}",
+            receipt.verified_at,
+            receipt.tally()
+        )
+    });
+    if let Some(percent) = args.canary {
+        let start = super::canary::Start {
+            pinned,
+            release: history.next_release(&Release::read(&world.pin_path())?),
+            note,
+            percent,
+            versions,
+            bake: args.bake,
+        };
+        return super::canary::start(&runtime, sh, &world, start, args.dry_run);
+    }
     let mut candidate = Release {
         release: history.next_release(&pinned),
-        note: args.note.clone().unwrap_or_else(|| {
-            format!(
-                "verified on staging at {}: {}",
-                receipt.verified_at,
-                receipt.tally()
-            )
-        }),
+        note,
         functions: versions,
         api_revision: receipt.api_revision.clone(),
+        canary: None,
     };
     if candidate.same_pin(&pinned) {
         // Already pinned (a publish run again, or resumed): the same release.
@@ -115,6 +165,7 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
             .map(|(function, running)| (function.clone(), running.code_sha256.clone()))
             .collect(),
         api_revision: candidate.api_revision.clone(),
+        canary: None,
     };
     let promotion = Promotion {
         pinned,
@@ -130,6 +181,11 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
     let runtime = super::runtime()?;
     let world = runtime.block_on(World::open(sh, local, &args.target))?;
     let pinned = Release::read(&world.pin_path())?;
+    // During a canary, back is the release it started from (as `publish
+    // --abort`), unless told where.
+    if pinned.canary.is_some() && args.to.is_none() {
+        return super::canary::finish(&runtime, sh, &world, false, args.dry_run);
+    }
     let history = History::read(&world.history_path())?;
     let known = || {
         let releases: Vec<String> = history
@@ -210,6 +266,18 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
         super::now(),
         target.note
     );
+    if !target.served_prod() {
+        bail!(
+            "release {} was a canary that did not go on to all of prod ({}): publish what you \
+             want in prod instead",
+            target.release,
+            target
+                .canary
+                .as_ref()
+                .map(|canary| format!("{}: {}", canary.outcome, canary.reason))
+                .unwrap_or_default()
+        );
+    }
     let mut candidate = target.pin(note);
     if candidate.same_pin(&pinned) {
         candidate = pinned.clone();
@@ -223,13 +291,20 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
         world.flag(),
         target.release
     );
+    let ending = pinned.canary.is_some().then(|| pinned.clone());
     let promotion = Promotion {
         pinned,
         candidate,
         release: None,
         resume,
     };
-    promote(&runtime, sh, &world, promotion, args.dry_run)
+    promote(&runtime, sh, &world, promotion, args.dry_run)?;
+    // A canary it ended is recorded as rolled back.
+    if let Some(ending) = ending.filter(|_| !args.dry_run) {
+        let reason = format!("`cargo xtask rollback --to {}`", target.release);
+        super::canary::record(&runtime, &world, &ending, "rolled back", &reason)?;
+    }
+    Ok(())
 }
 
 /// The version `function` publishes for the verified `code_sha256`.
@@ -408,18 +483,18 @@ async fn pause(world: &World, step: &str, function: &str) -> Result<()> {
 }
 
 /// A move of prod: from the pinned release to the candidate.
-struct Promotion {
-    pinned: Release,
-    candidate: Release,
+pub(super) struct Promotion {
+    pub pinned: Release,
+    pub candidate: Release,
     /// What the history gains (a publish; a rollback adds nothing).
-    release: Option<Published>,
+    pub release: Option<Published>,
     /// The command that resumes it if the apply fails.
-    resume: String,
+    pub resume: String,
 }
 
 /// Moves prod to `candidate`: plan with it, refuse anything beyond prod,
 /// write the pin, apply the saved plan, record the release.
-fn promote(
+pub(super) fn promote(
     runtime: &tokio::runtime::Runtime,
     sh: &Shell,
     world: &World,
@@ -482,15 +557,19 @@ fn promote(
         }
     }
     if let Some(release) = release {
-        let path = world.history_path();
-        let mut history = History::read(&path)?;
-        if history.get(release.release).is_none() {
-            history.releases.push(release);
-            history.write(&path)?;
-        }
+        History::record(&world.history_path(), release)?;
     }
+    let canary = match &candidate.canary {
+        Some(canary) => format!(
+            ", release {} on {}% of it (a canary: {})",
+            canary.release,
+            canary.percent,
+            super::canary::versions(canary)
+        ),
+        None => String::new(),
+    };
     println!(
-        "prod is at release {}{}",
+        "prod is at release {}{canary}{}",
         candidate.release,
         if world.terraform.aws {
             format!(
@@ -516,14 +595,10 @@ fn summary(plan: &Plan, prod: &StageRuns, pinned: &Release, candidate: &Release)
         .collect();
     for function in functions {
         let old = match prod.functions.get(function) {
-            Some(Some(running)) => running.version.clone(),
+            Some(Some(running)) => running.describe(),
             _ => "none".to_owned(),
         };
-        let new = candidate
-            .functions
-            .get(function)
-            .cloned()
-            .unwrap_or_else(|| "none".to_owned());
+        let new = candidate.describe(function);
         rows.push(vec![
             function.clone(),
             format!("{old} -> {new}"),
@@ -534,9 +609,17 @@ fn summary(plan: &Plan, prod: &StageRuns, pinned: &Release, candidate: &Release)
         None | Some("") => "none".to_owned(),
         Some(revision) => short_revision(revision).to_owned(),
     };
+    let release = |release: &Release| match &release.canary {
+        Some(canary) => format!(
+            "{} with release {} on {}% (canary)",
+            release.release, canary.release, canary.percent
+        ),
+        None => release.release.to_string(),
+    };
     let mut out = format!(
         "prod: release {} -> {}\n",
-        pinned.release, candidate.release
+        release(pinned),
+        release(candidate)
     );
     out += &crate::build::table(&["function", "prod version", ""], &rows);
     out += &format!(

@@ -40,7 +40,7 @@ pub fn run(sh: &Shell, local: &LocalDir, args: StatusArgs) -> Result<()> {
         for ((function, _), latest) in world.applied.function_names.iter().zip(&latest) {
             let runs = |stage: &StageRuns| match stage.functions.get(function) {
                 Some(Some(running)) => {
-                    format!("{} {}", running.version, short_hash(&running.code_sha256))
+                    format!("{} {}", running.describe(), short_hash(&running.code_sha256))
                 }
                 _ => "none".to_owned(),
             };
@@ -52,10 +52,7 @@ pub fn run(sh: &Shell, local: &LocalDir, args: StatusArgs) -> Result<()> {
                     .unwrap_or_else(|| "none".to_owned()),
                 runs(&staging),
                 runs(&prod),
-                pin.functions
-                    .get(function)
-                    .cloned()
-                    .unwrap_or_else(|| "none".to_owned()),
+                pin.describe(function),
             ]);
         }
         print!(
@@ -74,6 +71,40 @@ pub fn run(sh: &Shell, local: &LocalDir, args: StatusArgs) -> Result<()> {
             revision(Some(&pin.api_revision))
         );
 
+        if let Some(canary) = &pin.canary {
+            let since = humantime::parse_rfc3339(&canary.started_at).ok();
+            let elapsed = since
+                .and_then(|since| std::time::SystemTime::now().duration_since(since).ok())
+                .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string())
+                .unwrap_or_else(|| "?".to_owned());
+            println!(
+                "canary: release {} in flight since {} ({elapsed} ago, a bake of {}): {}% of prod on {}, the rest on release {}",
+                canary.release,
+                canary.started_at,
+                humantime::format_duration(std::time::Duration::from_secs(canary.bake_seconds)),
+                canary.percent,
+                super::canary::versions(canary),
+                pin.release
+            );
+            let names: Vec<String> = world
+                .applied
+                .alarms
+                .iter()
+                .flat_map(|alarms| alarms.canary.values().flatten().cloned())
+                .collect();
+            if !names.is_empty() {
+                let alarms =
+                    super::canary::alarm_states(&world, &names, std::time::SystemTime::now())
+                        .await?;
+                for alarm in alarms {
+                    println!("  alarm {}: {}", alarm.name, alarm.state);
+                }
+            }
+            println!(
+                "  `cargo xtask publish{flag} --promote` moves all of prod to it, `--abort` takes it back",
+                flag = world.flag()
+            );
+        }
         let drift = drift(&pin, &prod);
         if drift.is_empty() {
             println!("drift: none (prod runs what the pin says)");
@@ -123,7 +154,12 @@ pub fn drift(pin: &Release, prod: &StageRuns) -> Vec<String> {
     let mut lines = Vec::new();
     for (function, running) in &prod.functions {
         match (pin.functions.get(function), running) {
-            (Some(pinned), Some(running)) if *pinned == running.version => {}
+            (Some(_), Some(running)) if pin.describe(function) == running.describe() => {}
+            (Some(pinned), Some(running)) if *pinned == running.version => lines.push(format!(
+                "{function}: the prod alias runs {}, the pin says {}",
+                running.describe(),
+                pin.describe(function)
+            )),
             (Some(pinned), Some(running)) => lines.push(format!(
                 "{function}: the prod alias is on version {}, the pin says {pinned}",
                 running.version
@@ -173,6 +209,7 @@ mod tests {
                 ("users".to_owned(), "1".to_owned()),
             ]),
             api_revision: "rev".to_owned(),
+            canary: None,
         };
         let on = |version: &str| {
             Some(Running {
@@ -181,6 +218,7 @@ mod tests {
                 configuration: String::new(),
                 description: String::new(),
                 state: "Active/Successful".to_owned(),
+                additional: None,
             })
         };
         let mut prod = StageRuns {
@@ -191,6 +229,29 @@ mod tests {
             ]),
         };
         assert!(drift(&pin, &prod).is_empty());
+        // A canary's weights are part of the pin.
+        let mut weighted = pin.clone();
+        weighted.canary = Some(crate::release::Canary {
+            release: 3,
+            note: String::new(),
+            percent: 10,
+            versions: BTreeMap::from([("status".to_owned(), "3".to_owned())]),
+            started_at: String::new(),
+            bake_seconds: 60,
+        });
+        assert_eq!(
+            drift(&weighted, &prod),
+            ["status: the prod alias runs 2, the pin says 2 + 3 at 10%"]
+        );
+        let mut canary_prod = prod.clone();
+        if let Some(Some(running)) = canary_prod.functions.get_mut("status") {
+            running.additional = Some(("3".to_owned(), 0.1));
+        }
+        assert!(drift(&weighted, &canary_prod).is_empty());
+        assert_eq!(
+            drift(&pin, &canary_prod),
+            ["status: the prod alias runs 2 + 3 at 10%, the pin says 2"]
+        );
         prod.functions.insert("status".to_owned(), on("3"));
         prod.functions.insert("users".to_owned(), None);
         prod.functions.insert("extra".to_owned(), on("1"));

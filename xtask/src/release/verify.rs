@@ -216,7 +216,12 @@ async fn verify(sh: &Shell, local: &LocalDir, args: VerifyArgs) -> Result<()> {
     } else {
         let _ = std::fs::remove_file(&log_path);
         let stack = crate::live::LocalStack::connect(local).await?;
-        let host = stack.host(local, Log::file(&log_path)?, Limits::default());
+        let host = stack.host(
+            local,
+            Log::file(&log_path)?,
+            Limits::default(),
+            stack.telemetry(),
+        );
         let gateway = Gateway::new(local, stack.aws, host)
             .await
             .context("the local gateway refuses to serve this API")?;
@@ -503,6 +508,7 @@ mod tests {
             configuration: "config".to_owned(),
             description: String::new(),
             state: "Active/Successful".to_owned(),
+            additional: None,
         }
     }
 

@@ -186,6 +186,51 @@ impl Drop for Stack {
     }
 }
 
+/// `function`'s built bootstrap packaged again with `files` (name,
+/// contents) beside it, which gives the zip another `CodeSha256` (all
+/// Lambda and the release flow see of a change) without another release
+/// build; the zip is written beside the others, and its manifest entry
+/// returned (the manifest itself is left as it is).
+pub fn repackage(artifacts: &Path, function: &str, files: &[(&str, &str)]) -> Value {
+    use std::io::{Read, Write};
+    use zip::write::SimpleFileOptions;
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(artifacts.join("manifest.json")).unwrap()).unwrap();
+    let mut entry = manifest["functions"][function].clone();
+    let original = std::fs::read(artifacts.join(entry["path"].as_str().unwrap())).unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(original)).unwrap();
+    let mut bootstrap = Vec::new();
+    archive
+        .by_name("bootstrap")
+        .unwrap()
+        .read_to_end(&mut bootstrap)
+        .unwrap();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut bytes);
+    let options = SimpleFileOptions::default().unix_permissions(0o755);
+    zip.start_file("bootstrap", options).unwrap();
+    zip.write_all(&bootstrap).unwrap();
+    for (name, contents) in files {
+        zip.start_file(*name, options.unix_permissions(0o644))
+            .unwrap();
+        zip.write_all(contents.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
+    let bytes = bytes.into_inner();
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let path = format!("{function}-{hex}.zip");
+    std::fs::write(artifacts.join(&path), &bytes).unwrap();
+    use base64::Engine;
+    entry["path"] = serde_json::json!(path);
+    entry["zip_size"] = serde_json::json!(bytes.len());
+    entry["sha256"] = serde_json::json!(hex);
+    entry["code_sha256"] =
+        serde_json::json!(base64::engine::general_purpose::STANDARD.encode(digest));
+    entry
+}
+
 pub fn edit_manifest(artifacts: &Path, edit: impl FnOnce(&mut Value)) {
     let path = artifacts.join("manifest.json");
     let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
