@@ -257,6 +257,7 @@ locals {
 }
 
 resource "aws_api_gateway_stage" "this" {
+  #checkov:skip=CKV2_AWS_4:execution logging is set: aws_api_gateway_method_settings.this gives each stage var.execution_logging_level (ERROR by default), a link checkov's graph does not follow through for_each
   #checkov:skip=CKV2_AWS_29:no WAF yet: stage throttling and the usage plans bound callers; a web ACL is a per-request cost decision
   #checkov:skip=CKV2_AWS_51:client certificates authenticate API Gateway to HTTP backends; these integrations are IAM-signed Lambda calls
   #checkov:skip=CKV_AWS_120:no cache: responses must be current (a 409 names the stored lock_version), and a cache bills per hour
