@@ -179,7 +179,7 @@ variable "execution_logging_level" {
 }
 
 variable "api_gateway_account" {
-  description = "Whether this stack sets the region's API Gateway account setting: the CloudWatch role API Gateway writes access and execution logs with (one per account and region). False where the account has one already."
+  description = "Whether this stack sets the region's API Gateway account setting: the CloudWatch role API Gateway writes access and execution logs with. There is one per account and region, shared by every API there (a destroy of this stack removes it): false where the account has one already."
   type        = bool
   default     = true
 }

@@ -270,16 +270,22 @@ data "aws_iam_policy_document" "deployer" {
     actions = [
       "sns:CreateTopic",
       "sns:DeleteTopic",
-      "sns:GetSubscriptionAttributes",
       "sns:GetTopicAttributes",
       "sns:ListTagsForResource",
       "sns:SetTopicAttributes",
       "sns:Subscribe",
       "sns:TagResource",
-      "sns:Unsubscribe",
       "sns:UntagResource",
     ]
-    resources = [local.topic, "${local.topic}:*"]
+    resources = [local.topic]
+  }
+
+  # The topic's email subscriptions (var.alarm_emails): SNS authorizes
+  # reading and removing a subscription on no resource ("*" only).
+  statement {
+    sid       = "AlarmSubscriptions"
+    actions   = ["sns:GetSubscriptionAttributes", "sns:Unsubscribe"]
+    resources = ["*"]
   }
 
   # API Gateway's CloudWatch role: made by Terraform with exactly AWS's
@@ -506,13 +512,15 @@ data "aws_iam_policy_document" "readonly" {
   }
 
   statement {
-    sid = "AlarmTopic"
-    actions = [
-      "sns:GetSubscriptionAttributes",
-      "sns:GetTopicAttributes",
-      "sns:ListTagsForResource",
-    ]
-    resources = [local.topic, "${local.topic}:*"]
+    sid       = "AlarmTopic"
+    actions   = ["sns:GetTopicAttributes", "sns:ListTagsForResource"]
+    resources = [local.topic]
+  }
+
+  statement {
+    sid       = "AlarmSubscriptions"
+    actions   = ["sns:GetSubscriptionAttributes"]
+    resources = ["*"]
   }
 
   statement {

@@ -5,10 +5,9 @@
 //! each alarm's state in the emulator (`SetAlarmState`). A canary then reads
 //! the states the same way on both sides.
 //!
-//! An alarm looks at its last `evaluation_periods` periods (aligned to the
-//! period, the current one included: the local stack has no ingestion
-//! delay to wait out) and goes to `ALARM` when `datapoints_to_alarm` of
-//! them breach its threshold; a period without data counts as its
+//! An alarm looks at its last `evaluation_periods` closed periods (aligned
+//! to the period) and goes to `ALARM` when `datapoints_to_alarm` of them
+//! breach its threshold; a period without data counts as its
 //! `treat_missing_data` says. A metric-math alarm's expression (`100 *
 //! errors / invocations`) is evaluated here over its metrics' datapoints:
 //! numbers, metric ids, `+ - * /` and parentheses.
@@ -111,6 +110,29 @@ pub async fn read(aws: &Aws, names: &[String]) -> Result<Vec<Alarm>> {
         }
     }
     alarms.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(alarms)
+}
+
+/// Every alarm whose name starts with `prefix`.
+pub async fn read_prefix(aws: &Aws, prefix: &str) -> Result<Vec<Alarm>> {
+    let mut alarms = Vec::new();
+    let mut pages = aws
+        .cloudwatch
+        .describe_alarms()
+        .alarm_name_prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page
+            .map_err(aws_error)
+            .context("reading the alarms (DescribeAlarms)")?;
+        for alarm in page.metric_alarms() {
+            alarms.push(
+                from_metric_alarm(alarm)
+                    .with_context(|| format!("alarm {}", alarm.alarm_name().unwrap_or("?")))?,
+            );
+        }
+    }
     Ok(alarms)
 }
 
@@ -226,21 +248,21 @@ pub async fn evaluate(aws: &Aws, alarms: Vec<Alarm>, now: SystemTime) -> Result<
 
 /// Evaluates the stack's alarms as CloudWatch would, twice a period, for
 /// as long as the task runs: the local stack's CloudWatch, while `cargo
-/// xtask dev` or `serve` serves. `settings` says anew each round which
-/// alarms there are and their period (an apply may change them); each
-/// change of state is logged.
+/// xtask dev` or `serve` serves. `settings` says anew each round what
+/// every alarm's name starts with and their period (an apply, a canary may
+/// change them); each change of state is logged.
 pub async fn keep_evaluating(
     aws: Aws,
-    settings: impl Fn() -> Option<crate::live::AlarmsOutput>,
+    settings: impl Fn() -> Option<(String, u64)>,
     log: crate::host::Log,
 ) {
     let mut warned = false;
     loop {
         let current = settings();
-        let period = current.as_ref().map_or(60, |s| s.period_seconds);
-        if let Some(current) = current {
+        let period = current.as_ref().map_or(60, |(_, period)| *period);
+        if let Some((prefix, _)) = current {
             let evaluated = async {
-                let before = read(&aws, &current.names).await?;
+                let before = read_prefix(&aws, &prefix).await?;
                 let states: BTreeMap<String, String> = before
                     .iter()
                     .map(|alarm| (alarm.name.clone(), alarm.state.clone()))
@@ -278,7 +300,8 @@ pub async fn keep_evaluating(
 }
 
 /// The start (Unix seconds) of each period an alarm evaluates at `now`,
-/// oldest first: the last `evaluation_periods`, the current one included.
+/// oldest first: the last `evaluation_periods` that have closed (a period
+/// still open would be judged on part of its data).
 pub fn periods(definition: &Definition, now: SystemTime) -> Vec<i64> {
     let now = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -286,7 +309,7 @@ pub fn periods(definition: &Definition, now: SystemTime) -> Vec<i64> {
         .as_secs() as i64;
     let period = definition.period as i64;
     let current = now - now.rem_euclid(period);
-    (0..definition.evaluation_periods as i64)
+    (1..=definition.evaluation_periods as i64)
         .rev()
         .map(|back| current - back * period)
         .collect()
@@ -626,11 +649,13 @@ mod tests {
     }
 
     #[test]
-    fn periods_are_aligned_and_end_with_the_current_one() {
+    fn periods_are_aligned_and_end_with_the_last_closed_one() {
         let mut three = definition(3, 1, "notBreaching");
         three.period = 10;
         let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_007);
-        assert_eq!(periods(&three, now), [999_980, 999_990, 1_000_000]);
+        assert_eq!(periods(&three, now), [999_970, 999_980, 999_990]);
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        assert_eq!(periods(&three, now), [999_970, 999_980, 999_990]);
     }
 
     #[test]

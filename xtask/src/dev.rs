@@ -131,17 +131,22 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
     })
 }
 
+/// What the alarms of what is applied start with (the API's name), and
+/// their period; `None` before the stack had alarms.
+fn alarm_settings(applied: &Applied) -> Option<(String, u64)> {
+    Some((
+        format!("{}-", applied.api_name.clone()?),
+        applied.alarms.as_ref()?.period_seconds,
+    ))
+}
+
 /// The local stack's alarms, evaluated in the background while it serves
 /// (the emulator stores them and never evaluates them).
 fn evaluate_alarms(local: &LocalDir, stack: &LocalStack) {
     let local = local.clone();
     tokio::spawn(crate::alarms::keep_evaluating(
         stack.aws.clone(),
-        move || {
-            Applied::read(&local)
-                .ok()
-                .and_then(|applied| applied.alarms)
-        },
+        move || alarm_settings(&Applied::read(&local).ok()?),
         Log::stderr(),
     ));
 }
@@ -207,7 +212,7 @@ pub fn serve_applied(sh: &Shell, local: &LocalDir, args: ServeArgs) -> Result<()
             Some(telemetry),
         );
         // What stands in for AWS does not evaluate alarms either.
-        let alarms = applied.alarms.clone();
+        let alarms = alarm_settings(&applied);
         tokio::spawn(crate::alarms::keep_evaluating(
             world.aws.clone(),
             move || alarms.clone(),

@@ -97,6 +97,9 @@ pub struct Applied {
     pub api_keys: BTreeMap<String, String>,
     /// The alarms' settings and names (none before the stack had alarms).
     pub alarms: Option<AlarmsOutput>,
+    /// The REST API's name, which every alarm's name starts with (none
+    /// before the stack had alarms).
+    pub api_name: Option<String>,
     /// The build directory the functions' zips came from.
     pub artifacts_dir: PathBuf,
 }
@@ -166,6 +169,7 @@ impl Applied {
                 Ok(alarms) => Some(serde_json::from_value(alarms).context("the alarms output")?),
                 Err(_) => None,
             },
+            api_name: text("api_name").ok(),
             artifacts_dir,
         })
     }
@@ -195,16 +199,11 @@ impl Applied {
     }
 }
 
-/// The `alarms` output: how the alarms evaluate, and their names.
+/// The `alarms` output: how the alarms evaluate.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct AlarmsOutput {
     pub period_seconds: u64,
     pub evaluation_periods: u64,
-    #[serde(default)]
-    pub names: Vec<String>,
-    /// Function -> the canary's own alarms (while one is in flight).
-    #[serde(default)]
-    pub canary: BTreeMap<String, Vec<String>>,
 }
 
 /// The local state file, whose changes mean Terraform changed something.

@@ -6,7 +6,7 @@
 //! `YYYY/MM/DD/[VERSION]ID`), polled every second with `--follow`. One
 //! line each: time, version, request id, message.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -47,44 +47,54 @@ pub fn run(sh: &Shell, local: &LocalDir, args: LogsArgs) -> Result<()> {
         let world = World::open(sh, local, &args.target).await?;
         let name = world.applied.function_name(&args.function)?;
         let group = format!("/aws/lambda/{name}");
-        let mut start = SystemTime::now()
+        let first = SystemTime::now()
             .checked_sub(args.since)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut seen = HashSet::new();
+        let mut start = first;
+        // Lines printed, by event id, while they are within the lookback.
+        let mut seen: HashMap<String, SystemTime> = HashMap::new();
         let mut requests = BTreeMap::new();
+        let mut streams: Option<(std::time::Instant, Vec<String>)> = None;
         loop {
-            let streams = match &args.alias {
-                Some(alias) => Some(alias_streams(&world, &name, &group, alias).await?),
-                None => None,
-            };
-            let events = match &streams {
+            // An alias's streams, found anew every 10 s (new environments).
+            if let Some(alias) = &args.alias
+                && streams
+                    .as_ref()
+                    .is_none_or(|(at, _)| at.elapsed() > Duration::from_secs(10))
+            {
+                let found = alias_streams(&world, &name, &group, alias).await?;
+                streams = Some((std::time::Instant::now(), found));
+            }
+            let names = streams.as_ref().map(|(_, names)| names.as_slice());
+            let events = match names {
                 // An alias whose versions have not logged yet.
-                Some(streams) if streams.is_empty() => Vec::new(),
-                _ => {
-                    events(
-                        &world,
-                        &group,
-                        streams.as_deref(),
-                        start,
-                        args.filter.as_deref(),
-                    )
-                    .await?
-                }
+                Some([]) => Vec::new(),
+                _ => events(&world, &group, names, start, args.filter.as_deref()).await?,
             };
+            let newest = events.iter().map(|event| event.at).max();
             for event in events {
-                if !seen.insert(event.id.clone()) {
-                    continue;
+                if seen.insert(event.id.clone(), event.at).is_none() {
+                    println!("{}", line(&event, &mut requests));
                 }
-                start = start.max(event.at);
-                println!("{}", line(&event, &mut requests));
             }
             if !args.follow {
                 return Ok(());
+            }
+            // Next from a while before the newest line: CloudWatch Logs
+            // takes a line in late (another stream's, sent later; its
+            // index is eventually consistent), and a line seen is not
+            // printed twice.
+            if let Some(newest) = newest {
+                start = first.max(newest.checked_sub(LOOKBACK).unwrap_or(first));
+                seen.retain(|_, at| *at >= start);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
 }
+
+/// How far before the newest line `--follow` asks again.
+const LOOKBACK: Duration = Duration::from_secs(60);
 
 /// One log event as `FilterLogEvents` returns it.
 #[derive(Debug, Clone, PartialEq)]

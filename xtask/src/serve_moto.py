@@ -114,11 +114,20 @@ def get_statistics_for_type(self, stat):
     match = _percentile.match(stat or "")
     if not match:
         return _statistic(self, stat)
-    values = sorted(self.metric_single_values_list)
-    if not values:
+    weighted = [(value, 1.0) for value in self.metric_single_values_list]
+    for datum in self.metric_aggregated_list:
+        weighted += getattr(datum, "values_counts", [])
+    weighted = sorted((value, count) for value, count in weighted if count > 0)
+    total = sum(count for _, count in weighted)
+    if not total:
         return None
-    rank = math.ceil(float(match.group(1)) / 100 * len(values))
-    return values[min(max(rank, 1), len(values)) - 1]
+    rank = max(math.ceil(float(match.group(1)) / 100 * total), 1)
+    seen = 0.0
+    for value, count in weighted:
+        seen += count
+        if seen >= rank:
+            return value
+    return weighted[-1][0]
 
 
 Statistics.get_statistics_for_type = get_statistics_for_type
@@ -144,15 +153,81 @@ def are_dimensions_same(these, those):
 
 _cloudwatch_models.are_dimensions_same = are_dimensions_same
 
+# PutMetricData's values and counts kept as one datum each, and data older
+# than three hours dropped: moto makes an object of every counted value and
+# keeps them for ever, so a long `cargo xtask dev` grew without bound, and
+# GetMetricData, which scans them all behind the one lock, slowed with it.
+# (The alarms and a canary's bake look back minutes to hours.)
+from datetime import datetime, timedelta, timezone
+
+from moto.cloudwatch.models import CloudWatchBackend, MetricAggregatedDatum
+
+_put_metric_data = CloudWatchBackend.put_metric_data
+_kept_for = timedelta(hours=3)
+_pruned_at = [datetime.now(timezone.utc)]
+
+
+def _aware(at):
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+
+
+def put_metric_data(self, namespace, metric_data):
+    plain = []
+    for number, member in enumerate(metric_data, start=1):
+        if not member.get("Values"):
+            plain.append(member)
+            continue
+        self._validate_parameters_put_metric_data(member, number)
+        values = [float(value) for value in member["Values"]]
+        counts = [float(count) for count in (member.get("Counts") or ["1"] * len(values))]
+        counted = [value for value, count in zip(values, counts) if count > 0] or values
+        datum = MetricAggregatedDatum(
+            namespace=namespace,
+            name=member["MetricName"],
+            min_stat=min(counted),
+            max_stat=max(counted),
+            sample_count=sum(counts),
+            sum_stat=sum(value * count for value, count in zip(values, counts)),
+            dimensions=member.get("Dimensions", []),
+            timestamp=member.get("Timestamp"),
+            unit=member.get("Unit"),
+        )
+        datum.values_counts = list(zip(values, counts))
+        self.metric_data.append(datum)
+    if plain:
+        _put_metric_data(self, namespace, plain)
+    now = datetime.now(timezone.utc)
+    if now - _pruned_at[0] > timedelta(minutes=1):
+        _pruned_at[0] = now
+        self.metric_data = [d for d in self.metric_data if _aware(d.timestamp) > now - _kept_for]
+
+
+CloudWatchBackend.put_metric_data = put_metric_data
+
 # CloudWatch Logs' filter patterns, as FilterLogEvents reads them (moto
 # knows terms and one phrase, and answers every event for anything else):
 # terms, all of which must appear ("quoted" phrases among them), `-term`
 # (must not), `?term` (any of these), and JSON selectors `{ $.a.b = "x" }`
 # with = != (strings, `*` a wildcard) and < <= > >= (numbers), joined by &&
-# or ||. What is left (space-delimited `[a, b]` patterns, parentheses) is
-# refused, never answered with every event. `cargo xtask logs --filter`.
+# or || (no parentheses). What is left (space-delimited `[a, b]` and
+# `%regex%` patterns) is refused, never answered with every event or none.
+# `cargo xtask logs --filter`.
 import moto.logs.models as _logs_models
 from moto.logs.exceptions import InvalidParameterException
+
+
+def _split_outside_quotes(text, separator):
+    parts, current, quoted, at = [], "", False, 0
+    while at < len(text):
+        if text[at] == '"':
+            quoted = not quoted
+        if not quoted and text.startswith(separator, at):
+            parts.append(current)
+            current, at = "", at + len(separator)
+            continue
+        current += text[at]
+        at += 1
+    return parts + [current]
 
 
 class FilterPattern:
@@ -162,10 +237,10 @@ class FilterPattern:
             if not self.pattern.endswith("}"):
                 raise InvalidParameterException("Invalid filter pattern: an unclosed {")
             self.json = [
-                [self._selector(term) for term in conjunction.split("&&")]
-                for conjunction in self.pattern[1:-1].split("||")
+                [self._selector(term) for term in _split_outside_quotes(conjunction, "&&")]
+                for conjunction in _split_outside_quotes(self.pattern[1:-1], "||")
             ]
-        elif self.pattern.startswith("[") or "(" in self.pattern:
+        elif self.pattern.startswith("[") or self.pattern.startswith("%"):
             raise InvalidParameterException(
                 "the local emulator supports term and JSON filter patterns, not this one: "
                 + self.pattern
@@ -176,9 +251,9 @@ class FilterPattern:
 
     @staticmethod
     def _selector(text):
-        found = re.match(r'\s*\$((?:\.[A-Za-z0-9_]+)+)\s*(=|!=|<=|>=|<|>)\s*(.+?)\s*$', text)
+        found = re.match(r'\s*\$((?:\.[A-Za-z0-9_]+)+)\s*(=|!=|<=|>=|<|>)\s*("[^"]*"|[^\s()]+)\s*$', text)
         if not found:
-            raise InvalidParameterException("Invalid filter pattern: " + text)
+            raise InvalidParameterException("Invalid filter pattern (no parentheses here): " + text)
         path, op, value = found.groups()
         return path.split(".")[1:], op, value
 

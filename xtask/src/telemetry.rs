@@ -246,19 +246,31 @@ impl Telemetry {
     pub async fn flush(&self) {
         let _one = self.flushing.lock().await;
         let pending = std::mem::take(&mut *self.pending.lock().expect("telemetry lock"));
+        let mut failed = false;
         if let Err(err) = self.put_metrics(pending.metrics).await {
+            failed = true;
             self.warn("metrics", &err);
         }
         for ((group, stream), events) in pending.logs {
             if let Err(err) = self.put_logs(&group, &stream, events).await {
+                failed = true;
                 self.warn(&format!("log lines of {group}"), &err);
             }
         }
+        // Warned once per run of failures: the next one after a success
+        // is said again.
+        if !failed {
+            self.warned.store(false, Ordering::Relaxed);
+        }
     }
 
+    /// Says (once until a flush succeeds again) that something was lost.
     fn warn(&self, what: &str, err: &anyhow::Error) {
         if !self.warned.swap(true, Ordering::Relaxed) {
-            eprintln!("warning: recording {what} in the emulator's CloudWatch failed: {err:#}");
+            eprintln!(
+                "warning: recording {what} in the emulator's CloudWatch failed (what was \
+                 gathered is dropped): {err:#}"
+            );
         }
     }
 

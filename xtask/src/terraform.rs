@@ -914,10 +914,8 @@ fn without_lifecycle_rules(dir: &Path) -> Result<String> {
             };
             let name = rest.split('"').next().unwrap_or_default().to_owned();
             // Its own meta-argument, at the block's top level, decides the form.
-            let mut depth = line
-                .matches('{')
-                .count()
-                .saturating_sub(line.matches('}').count());
+            let (open, close) = braces(line);
+            let mut depth = open.saturating_sub(close);
             let mut counted = "for_each = {}";
             while depth > 0 {
                 let Some(inner) = lines.next() else { break };
@@ -925,8 +923,8 @@ fn without_lifecycle_rules(dir: &Path) -> Result<String> {
                 if depth == 1 && inner.starts_with("count") {
                     counted = "count = 0";
                 }
-                depth =
-                    (depth + inner.matches('{').count()).saturating_sub(inner.matches('}').count());
+                let (open, close) = braces(inner);
+                depth = (depth + open).saturating_sub(close);
             }
             out += &format!(
                 "\n# The emulator applies no lifecycle rules, and the provider waits 55 s after \
@@ -936,6 +934,21 @@ fn without_lifecycle_rules(dir: &Path) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// The `{` and `}` of a `.tf` line outside its strings.
+fn braces(line: &str) -> (usize, usize) {
+    let (mut open, mut close, mut quoted) = (0, 0, false);
+    let bytes = line.as_bytes();
+    for (at, byte) in bytes.iter().enumerate() {
+        match byte {
+            b'"' if at == 0 || bytes[at - 1] != b'\\' => quoted = !quoted,
+            b'{' if !quoted => open += 1,
+            b'}' if !quoted => close += 1,
+            _ => {}
+        }
+    }
+    (open, close)
 }
 
 /// The directory of a Terraform provider filesystem mirror holding
@@ -1091,6 +1104,61 @@ mod tests {
         drop(file);
         assert!(!path.exists(), "a scratch file outlived its guard");
         let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_local_stack_leaves_the_lifecycle_rules_out() {
+        let dir = std::env::temp_dir().join(format!("xtask-lifecycle-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("files.tf"),
+            r#"
+resource "aws_s3_bucket_lifecycle_configuration" "files" { # per stage
+  for_each = aws_s3_bucket.files
+  bucket   = each.value.id
+  rule {
+    id     = "a } in a string {"
+    filter {}
+  }
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "logs" {
+  count  = var.keep ? 1 : 0
+  bucket = "b"
+  rule {
+    id = "x"
+  }
+  # count = 5 in a comment, and a for_each inside a block below
+  dynamic "rule" {
+    for_each = []
+    content {}
+  }
+}
+"#,
+        )
+        .unwrap();
+        fs::write(
+            dir.join("local_override.tf"),
+            "resource \"aws_s3_bucket_lifecycle_configuration\" \"stale\" {}\n",
+        )
+        .unwrap();
+        let text = without_lifecycle_rules(&dir).unwrap();
+        assert!(
+            text.contains(
+                "resource \"aws_s3_bucket_lifecycle_configuration\" \"files\" {\n  for_each = {}\n}"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "resource \"aws_s3_bucket_lifecycle_configuration\" \"logs\" {\n  count = 0\n}"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("stale"), "{text}");
+        assert_eq!(text.matches("resource ").count(), 2, "{text}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -290,7 +290,7 @@ fn a_canary_release_is_decided_by_its_alarms() {
     check_alarms_and_metrics(&stack);
     let (code, stdout, stderr) = canary.finish();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("baked 2"), "{stderr}");
+    assert!(stderr.contains("with no alarm: promoting"), "{stderr}");
     assert!(stdout.contains("prod is at release 2"), "{stdout}");
     assert_eq!(probe(&dev), (200, "2".to_owned()));
     assert!(pin(&stack)["prod_release"].get("canary").is_none());
@@ -350,18 +350,65 @@ fn a_canary_release_is_decided_by_its_alarms() {
     );
     assert_plan_empty(&stack);
 
-    // A canary interrupted (a lost CI runner): it stays in flight, in the
-    // pin; a publish refuses while it is; `--abort` takes it back.
+    // A release that never served all of prod is nowhere to go back to.
+    let err = refused(&stack, &["rollback", "--to", "3"]);
+    assert!(
+        err.contains("release 3 was a canary that did not go on to all of prod"),
+        "{err}"
+    );
+
+    // The broken version again, its bake interrupted: its alarm fires with
+    // nobody baking (`dev` evaluates the alarms too), `--promote` refuses
+    // while it is in ALARM, and `rollback` ends the canary (release 4).
+    let mut canary = Background::start(&stack, &["publish", "--canary", "50", "--bake", "10m"]);
+    canary.wait_for("==> baking");
+    canary.child.kill().unwrap();
+    canary.finish();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for _ in 0..50 {
+            probe(&dev);
+        }
+        let status = stack.ok(&["status"]);
+        if status.contains(&format!("alarm {PROBE}-canary-errors: ALARM")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alarm never fired:\n{status}"
+        );
+    }
+    let err = refused(&stack, &["publish", "--promote"]);
+    assert!(
+        err.contains(&format!(
+            "the canary's alarm {PROBE}-canary-errors is in ALARM"
+        )) && err.contains("nothing was promoted"),
+        "{err}"
+    );
+    assert_eq!(pin(&stack)["prod_release"]["canary"]["release"], 4);
+    let ended = stack.ok(&["rollback"]);
+    assert!(ended.contains("prod is at release 2"), "{ended}");
+    assert_eq!(
+        history(&stack)["releases"][3]["canary"]["outcome"],
+        "aborted"
+    );
+    for _ in 0..20 {
+        assert_eq!(probe(&dev), (200, "2".to_owned()));
+    }
+    assert_plan_empty(&stack);
+
+    // A healthy canary interrupted (a lost CI runner): it stays in flight,
+    // in the pin; a publish refuses while it is; `--abort` takes it back.
     let v4 = support::repackage(&stack.artifacts, "prod-probe", &[("RELEASE", "v4")]);
     stage_probe(&stack, &v4);
     let mut canary = Background::start(&stack, &["publish", "--canary", "10", "--bake", "10m"]);
     canary.wait_for("==> baking");
     canary.child.kill().unwrap();
     canary.finish();
-    assert_eq!(pin(&stack)["prod_release"]["canary"]["release"], 4);
+    assert_eq!(pin(&stack)["prod_release"]["canary"]["release"], 5);
     let err = refused(&stack, &["publish"]);
     assert!(
-        err.contains("a canary of release 4 is in flight")
+        err.contains("a canary of release 5 is in flight")
             && err.contains("`cargo xtask publish --promote`"),
         "{err}"
     );
@@ -372,18 +419,18 @@ fn a_canary_release_is_decided_by_its_alarms() {
     }
     assert!(pin(&stack)["prod_release"].get("canary").is_none());
     assert_eq!(
-        history(&stack)["releases"][3]["canary"]["outcome"],
+        history(&stack)["releases"][4]["canary"]["outcome"],
         "aborted"
     );
     assert_plan_empty(&stack);
 
-    // Interrupted again, then promoted by hand: a release of its own (5).
+    // Interrupted again, then promoted by hand: a release of its own (6).
     let mut canary = Background::start(&stack, &["publish", "--canary", "10", "--bake", "10m"]);
     canary.wait_for("==> baking");
     canary.child.kill().unwrap();
     canary.finish();
     let promoted = stack.ok(&["publish", "--promote"]);
-    assert!(promoted.contains("prod is at release 5"), "{promoted}");
+    assert!(promoted.contains("prod is at release 6"), "{promoted}");
     assert_eq!(probe(&dev), (200, "4".to_owned()));
     assert_plan_empty(&stack);
     // Back: past the rolled back and the aborted canaries, to release 2.
@@ -538,7 +585,14 @@ fn check_logs(stack: &Stack, dev: &Dev) {
         .to_owned();
     // The host sends its lines once a second.
     std::thread::sleep(Duration::from_secs(3));
-    let lines = stack.ok(&["logs", "prod-probe", "--alias", "prod", "--filter", &id]);
+    let lines = stack.ok(&[
+        "logs",
+        "prod-probe",
+        "--alias",
+        "prod",
+        "--filter",
+        &format!("\"{id}\""),
+    ]);
     let kinds: Vec<&str> = lines
         .lines()
         .map(|line| {
@@ -549,9 +603,25 @@ fn check_logs(stack: &Stack, dev: &Dev) {
         })
         .collect();
     assert_eq!(kinds, ["START", "END", "REPORT"], "{lines}");
-    // Staging's streams hold no prod request.
-    let staging = stack.ok(&["logs", "prod-probe", "--alias", "staging", "--filter", &id]);
+    // Staging's streams hold no prod request, and do hold staging's (the
+    // verify runs').
+    let quoted = format!("\"{id}\"");
+    let staging = stack.ok(&[
+        "logs",
+        "prod-probe",
+        "--alias",
+        "staging",
+        "--filter",
+        &quoted,
+    ]);
     assert_eq!(staging, "");
+    let staging = stack.ok(&["logs", "prod-probe", "--alias", "staging", "--since", "1h"]);
+    assert!(
+        staging
+            .lines()
+            .any(|line| line.split_whitespace().nth(1) == Some("$LATEST")),
+        "{staging}"
+    );
     let err = refused(stack, &["logs", "nonesuch"]);
     assert!(
         err.contains("no function `nonesuch` is applied: the functions are"),
@@ -569,6 +639,7 @@ fn check_logs(stack: &Stack, dev: &Dev) {
             .send()
             .await
             .unwrap();
+        assert_eq!(events.events().len(), 1, "{events:?}");
         let line: Value = serde_json::from_str(events.events()[0].message().unwrap()).unwrap();
         assert_eq!(line["requestId"], gateway_id);
         assert_eq!(line["status"], "200");
@@ -576,5 +647,36 @@ fn check_logs(stack: &Stack, dev: &Dev) {
         assert_eq!(line["resourcePath"], "/probe");
         assert_eq!(line["path"], "/prod/probe");
         assert_eq!(line["integrationStatus"], "200");
+
+        // Filter patterns as CloudWatch Logs reads them (the emulator's are
+        // supplied by serve_moto.py): JSON selectors, exclusions, any-of.
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&config);
+        let matching = |pattern: String| {
+            let logs = logs.clone();
+            async move {
+                logs.filter_log_events()
+                    .log_group_name("/aws/apigateway/rust-lambda-api/prod/access")
+                    .filter_pattern(pattern)
+                    .send()
+                    .await
+                    .map(|found| found.events().len())
+            }
+        };
+        let json = format!("{{ $.requestId = \"{gateway_id}\" && $.status = 200 }}");
+        assert_eq!(matching(json).await.unwrap(), 1);
+        let json = format!("{{ $.requestId = \"{gateway_id}\" && $.status != 200 }}");
+        assert_eq!(matching(json).await.unwrap(), 0);
+        assert_eq!(matching(format!("\"{gateway_id}\" -GET")).await.unwrap(), 0);
+        assert_eq!(
+            matching(format!("?nowhere ?\"{gateway_id}\""))
+                .await
+                .unwrap(),
+            1
+        );
+        let refused = matching("[ip, id, user]".to_owned()).await.unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("InvalidParameterException"),
+            "{refused:?}"
+        );
     });
 }

@@ -346,26 +346,6 @@ impl Host {
         invoked_arn: String,
         payload: Vec<u8>,
     ) -> Invocation {
-        let invocation = self
-            .invoke_untracked(function, invoked_arn.clone(), payload)
-            .await;
-        if let Some(telemetry) = &self.telemetry {
-            telemetry.invocation(function, &invoked_arn, &invocation);
-        }
-        invocation
-    }
-
-    /// The telemetry this host records into, if any.
-    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
-        self.telemetry.as_ref()
-    }
-
-    async fn invoke_untracked(
-        self: &Arc<Self>,
-        function: &FunctionVersion,
-        invoked_arn: String,
-        payload: Vec<u8>,
-    ) -> Invocation {
         let request_id = new_request_id();
         if payload.len() > REQUEST_PAYLOAD_LIMIT {
             return Invocation {
@@ -381,10 +361,14 @@ impl Host {
         let slot = match self.admit(function) {
             Ok(slot) => slot,
             Err(reason) => {
-                return Invocation {
+                let invocation = Invocation {
                     outcome: Outcome::Throttled { reason },
                     report: None,
                 };
+                if let Some(telemetry) = &self.telemetry {
+                    telemetry.invocation(function, &invoked_arn, &invocation);
+                }
+                return invocation;
             }
         };
         let pool = self
@@ -396,17 +380,33 @@ impl Host {
             .clone();
         let host = self.clone();
         let function = function.clone();
+        // The task runs to its end, and records it, even if the caller
+        // stops waiting (an integration's timeout): Lambda still counts it.
         let task = tokio::spawn(async move {
             let _slot = slot;
             let (invocation, process) = host
-                .run(&function, pool.take(), request_id, invoked_arn, payload)
+                .run(
+                    &function,
+                    pool.take(),
+                    request_id,
+                    invoked_arn.clone(),
+                    payload,
+                )
                 .await;
             if let Some(process) = process {
                 pool.put(process);
             }
+            if let Some(telemetry) = &host.telemetry {
+                telemetry.invocation(&function, &invoked_arn, &invocation);
+            }
             invocation
         });
         task.await.expect("an invocation task never panics")
+    }
+
+    /// The telemetry this host records into, if any.
+    pub fn telemetry(&self) -> Option<&Arc<Telemetry>> {
+        self.telemetry.as_ref()
     }
 
     /// A share of the concurrency for one execution of `function`, or

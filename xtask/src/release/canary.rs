@@ -22,9 +22,9 @@ use xshell::Shell;
 
 use super::publish::{Promotion, promote};
 use super::verify::Receipt;
-use super::{Canary, CanaryOutcome, History, Published, Release, StageRuns, World};
+use super::{Canary, CanaryOutcome, Published, Release, StageRuns, World};
 use crate::alarms;
-use crate::live::{Applied, aws_error};
+use crate::live::{AlarmsOutput, aws_error};
 
 /// What a canary starts from.
 pub struct Start {
@@ -50,10 +50,13 @@ pub fn versions(canary: &Canary) -> String {
 
 /// Why no canary can start from `pinned` with what `receipt` verified
 /// (checked before anything is published): prod must run something to
-/// split with, at the same API revision; the bake must outlast the alarms'
-/// evaluation; and staging must hold something prod does not run.
+/// split with, at the same API revision; the alarms (`alarms`, as applied:
+/// none before a stack had any) must be able to judge it within the bake,
+/// on AWS at Lambda's per-minute resolution (`on_aws`); and staging must
+/// hold something prod does not run.
 pub fn check_start(
-    world: &World,
+    alarms: Option<&AlarmsOutput>,
+    on_aws: bool,
     pinned: &Release,
     receipt: &Receipt,
     prod: &StageRuns,
@@ -74,19 +77,24 @@ pub fn check_start(
             super::short_revision(&pinned.api_revision)
         );
     }
-    let Some(settings) = &world.applied.alarms else {
+    let Some(settings) = alarms else {
         bail!(
-            "{} has no alarms applied, and a canary is decided by them: apply terraform/ first \
-             (`cargo xtask apply{}`)",
-            world.name(),
-            world.flag()
+            "no alarms are applied, and a canary is decided by them: apply terraform/ first \
+             (`cargo xtask apply`)"
         );
     };
-    let least = Duration::from_secs(settings.period_seconds * settings.evaluation_periods.max(1));
+    if on_aws && settings.period_seconds < 60 {
+        bail!(
+            "the alarms evaluate {} s periods, and Lambda publishes its metrics per minute: on \
+             AWS they would judge nothing; set `alarms.period_seconds` to 60 or more and apply",
+            settings.period_seconds
+        );
+    }
+    let least = least_bake(settings);
     if bake < least {
         bail!(
-            "--bake {} is under the alarms' period ({} s, {} period(s) evaluated): they could \
-             not judge the canary even once; bake at least {}",
+            "--bake {} is under the alarms' period ({} s, {} period(s) evaluated, each once it \
+             has closed): they could not judge the canary even once; bake at least {}",
             humantime::format_duration(bake),
             settings.period_seconds,
             settings.evaluation_periods,
@@ -117,6 +125,12 @@ pub fn check_start(
         );
     }
     Ok(())
+}
+
+/// The shortest bake the alarms can judge: their evaluated periods, and
+/// one more (a period is judged once it has closed).
+fn least_bake(settings: &AlarmsOutput) -> Duration {
+    Duration::from_secs(settings.period_seconds * (settings.evaluation_periods.max(1) + 1))
 }
 
 /// Starts a canary: the pin with `start`'s new versions at its share,
@@ -177,35 +191,57 @@ fn tick(period_seconds: u64) -> Duration {
     Duration::from_secs((period_seconds / 2).clamp(1, 15))
 }
 
-/// Bakes the canary `pin` holds: until its bake is over (then promoted) or
-/// one of its alarms fires (then rolled back, and an error).
+/// Bakes the canary `pin` holds: until its bake is over (then promoted,
+/// once its alarms have judged it and its new versions have served
+/// something) or one of its alarms fires (then rolled back, and an error).
+/// It stops if the pin changes under it (the canary ended elsewhere).
 fn bake(runtime: &tokio::runtime::Runtime, sh: &Shell, world: &World, pin: &Release) -> Result<()> {
     let canary = pin.canary.as_ref().expect("a canary pin");
-    let outputs = outputs(sh, world)?;
-    let names = canary_alarms(&outputs, canary)?;
-    let settings = outputs.alarms.clone().unwrap_or_default();
+    let names = canary_alarms(world, canary)?;
+    let period = world
+        .applied
+        .alarms
+        .as_ref()
+        .map_or(60, |alarms| alarms.period_seconds);
     // The bake counts from now, when the weights are applied (the pin's
     // `started_at` is when it was written, before the apply).
-    let started = SystemTime::now();
+    let started = std::time::Instant::now();
     let bake = Duration::from_secs(canary.bake_seconds);
+    // After the bake, how long to wait for a judgement still missing.
+    let grace = Duration::from_secs(3 * period);
     eprintln!(
         "==> baking for {} (until {}), watching {}; Ctrl-C leaves the canary in flight: `cargo \
          xtask publish{flag} --promote` or `--abort` ends it",
         humantime::format_duration(bake),
-        humantime::format_rfc3339_seconds(started + bake),
+        humantime::format_rfc3339_seconds(SystemTime::now() + bake),
         names.join(", "),
         flag = world.flag()
     );
+    let mut waiting = false;
     loop {
-        let now = SystemTime::now();
-        let alarms = runtime.block_on(alarm_states(world, &names, now))?;
-        let elapsed = now.duration_since(started).unwrap_or_default();
-        let served = runtime.block_on(served(world, pin, started))?;
+        let now = Release::read(&world.pin_path())?;
+        if now != *pin {
+            bail!(
+                "the canary of release {} was ended elsewhere meanwhile (the pin is at release {}{}): \
+                 this bake stops; `cargo xtask status{}` shows where prod is",
+                canary.release,
+                now.release,
+                if now.canary.is_some() {
+                    ", with a canary"
+                } else {
+                    ""
+                },
+                world.flag()
+            );
+        }
+        let alarms = runtime.block_on(alarm_states(world, &names, SystemTime::now()))?;
+        check_watches(&alarms, world, canary)?;
+        let elapsed = started.elapsed();
+        let (served, idle) = runtime.block_on(served(world, pin, canary_start(canary)))?;
         eprintln!(
-            "canary {} of {}: {} | {}",
+            "canary {} of {}: {served} | {}",
             clock(elapsed),
             clock(bake),
-            served,
             alarms
                 .iter()
                 .map(|alarm| format!("{} {}", alarm.name, alarm.state))
@@ -224,15 +260,50 @@ fn bake(runtime: &tokio::runtime::Runtime, sh: &Shell, world: &World, pin: &Rele
             );
         }
         if elapsed >= bake {
-            let reason = format!(
-                "baked {} with no alarm",
-                humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
-            );
-            eprintln!("==> {reason}: promoting");
-            return end(runtime, sh, world, pin, "promoted", &reason, false);
+            let unjudged: Vec<String> = alarms
+                .iter()
+                .filter(|alarm| alarm.state != "OK")
+                .map(|alarm| format!("alarm {} is {}", alarm.name, alarm.state))
+                .chain(
+                    idle.iter()
+                        .map(|function| format!("{function}'s new version served no request")),
+                )
+                .collect();
+            if unjudged.is_empty() {
+                let reason = format!(
+                    "baked {} with no alarm",
+                    humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
+                );
+                eprintln!("==> {reason}: promoting");
+                return end(runtime, sh, world, pin, "promoted", &reason, false);
+            }
+            if elapsed >= bake + grace {
+                bail!(
+                    "the bake is over, but nothing judged the canary of release {} ({}), so it \
+                     was not promoted; it stays in flight: send prod traffic, then `cargo xtask \
+                     publish{flag} --promote`, or `--abort`",
+                    canary.release,
+                    unjudged.join("; "),
+                    flag = world.flag()
+                );
+            }
+            if !waiting {
+                waiting = true;
+                eprintln!(
+                    "==> the bake is over; waiting up to {} for a judgement ({})",
+                    humantime::format_duration(grace),
+                    unjudged.join("; ")
+                );
+            }
         }
-        std::thread::sleep(tick(settings.period_seconds).min(bake - elapsed));
+        std::thread::sleep(tick(period));
     }
+}
+
+/// When the canary's weights were written (its invocations are counted
+/// from the minute before).
+fn canary_start(canary: &Canary) -> SystemTime {
+    humantime::parse_rfc3339(&canary.started_at).unwrap_or_else(|_| SystemTime::now())
 }
 
 /// `m:ss`.
@@ -259,9 +330,9 @@ pub fn finish(
         );
     };
     if promote {
-        let outputs = outputs(sh, world)?;
-        let names = canary_alarms(&outputs, canary)?;
+        let names = canary_alarms(world, canary)?;
         let alarms = runtime.block_on(alarm_states(world, &names, SystemTime::now()))?;
+        check_watches(&alarms, world, canary)?;
         if let Some(fired) = alarms.iter().find(|alarm| alarm.state == "ALARM") {
             bail!(
                 "the canary's alarm {} is in ALARM ({}): nothing was promoted; `cargo xtask \
@@ -315,37 +386,27 @@ fn end(
         "promoted" => pin.promoted().expect("a canary pin"),
         _ => pin.without_canary(),
     };
-    let resume = format!(
-        "cargo xtask publish{} {}",
-        world.flag(),
-        if outcome == "promoted" {
-            "--promote"
-        } else {
-            "--abort"
-        }
-    );
     let promotion = Promotion {
         pinned: pin.clone(),
         candidate,
-        release: None,
-        resume,
+        // Recorded with the pin that ends it, before the apply.
+        release: Some(outcome_record(runtime, world, pin, outcome, reason)?),
+        // The pin no longer names a canary once written: applying it is
+        // what is left to do.
+        resume: format!("cargo xtask apply{}", world.flag()),
     };
-    promote(runtime, sh, world, promotion, dry_run)?;
-    if !dry_run {
-        record(runtime, world, pin, outcome, reason)?;
-    }
-    Ok(())
+    promote(runtime, sh, world, promotion, dry_run)
 }
 
-/// Records the canary `pin` holds as ended with `outcome`, in the release
-/// history (with each version's `CodeSha256`, read from Lambda).
-pub fn record(
+/// The history's record of the canary `pin` holds, ended with `outcome`
+/// (with each version's `CodeSha256`, read from Lambda).
+pub fn outcome_record(
     runtime: &tokio::runtime::Runtime,
     world: &World,
     pin: &Release,
     outcome: &str,
     reason: &str,
-) -> Result<()> {
+) -> Result<Published> {
     let canary = pin.canary.as_ref().expect("a canary pin");
     let promoted = pin.promoted().expect("a canary pin");
     let mut code_sha256 = BTreeMap::new();
@@ -356,62 +417,66 @@ pub fn record(
         }
     }
     let now = super::now();
-    History::record(
-        &world.history_path(),
-        Published {
-            release: canary.release,
-            published_at: now.clone(),
-            note: canary.note.clone(),
-            functions: promoted.functions,
-            code_sha256,
-            api_revision: promoted.api_revision,
-            canary: Some(CanaryOutcome {
-                percent: canary.percent,
-                started_at: canary.started_at.clone(),
-                ended_at: now,
-                outcome: outcome.to_owned(),
-                reason: reason.to_owned(),
-            }),
-        },
-    )
+    Ok(Published {
+        release: canary.release,
+        published_at: now.clone(),
+        note: canary.note.clone(),
+        functions: promoted.functions,
+        code_sha256,
+        api_revision: promoted.api_revision,
+        canary: Some(CanaryOutcome {
+            percent: canary.percent,
+            started_at: canary.started_at.clone(),
+            ended_at: now,
+            outcome: outcome.to_owned(),
+            reason: reason.to_owned(),
+        }),
+    })
 }
 
-/// Terraform's outputs now (the pin's apply changed the canary's alarms).
-fn outputs(sh: &Shell, world: &World) -> Result<Applied> {
-    if !world.terraform.aws {
-        return Applied::read(&world.local);
-    }
-    let output = world
-        .terraform
-        .command(sh)
-        .args(["output", "-json"])
-        .quiet()
-        .read()
-        .context("terraform output failed (above)")?;
-    let outputs: serde_json::Value =
-        serde_json::from_str(&output).context("reading `terraform output -json`")?;
-    Applied::from_outputs(&outputs, world.applied.artifacts_dir.clone())
-}
-
-/// The canary's own alarms, as applied.
-fn canary_alarms(outputs: &Applied, canary: &Canary) -> Result<Vec<String>> {
-    let applied = outputs
-        .alarms
-        .as_ref()
-        .map(|alarms| alarms.canary.clone())
-        .unwrap_or_default();
+/// The canary's own alarms: `terraform/alarms.tf` names them after each
+/// function that changes (`NAME-canary-errors`, `NAME-canary-duration`).
+pub fn canary_alarms(world: &World, canary: &Canary) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for function in canary.versions.keys() {
-        match applied.get(function) {
-            Some(alarms) if !alarms.is_empty() => names.extend(alarms.iter().cloned()),
-            _ => bail!(
-                "the canary of {function} has no alarms applied (the `alarms` output names \
-                 none): terraform/alarms.tf makes them from the pin; apply, then \
-                 `cargo xtask publish --abort`"
-            ),
+        let name = world.applied.function_name(function)?;
+        for kind in ["errors", "duration"] {
+            names.push(format!("{name}-canary-{kind}"));
         }
     }
     Ok(names)
+}
+
+/// That every alarm watches the canary's new version through prod (its
+/// function, `Resource` `NAME:prod` and `ExecutedVersion`), and nothing
+/// else: an alarm on another version would judge nothing of it.
+fn check_watches(alarms: &[alarms::Alarm], world: &World, canary: &Canary) -> Result<()> {
+    for (function, version) in &canary.versions {
+        let name = world.applied.function_name(function)?;
+        let wanted = [
+            ("ExecutedVersion".to_owned(), version.clone()),
+            ("FunctionName".to_owned(), name.clone()),
+            ("Resource".to_owned(), format!("{name}:prod")),
+        ];
+        for alarm in alarms
+            .iter()
+            .filter(|alarm| alarm.name.starts_with(&format!("{name}-canary-")))
+        {
+            for query in &alarm.definition.metrics {
+                let mut dimensions = query.dimensions.clone();
+                dimensions.sort();
+                if dimensions != wanted {
+                    bail!(
+                        "alarm {} watches {:?}, not the canary's version {version} of {name} \
+                         through prod: it cannot judge the canary (apply terraform/ as it is)",
+                        alarm.name,
+                        query.dimensions
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The alarms `names`, their states as of `now`: on AWS as CloudWatch
@@ -429,17 +494,21 @@ pub async fn alarm_states(
             .collect();
         bail!("CloudWatch has no alarm {missing:?}");
     }
-    if world.terraform.aws {
+    // Only where no CloudWatch evaluates them: the local stack, or an
+    // emulator standing in for AWS (`--aws` with a loopback endpoint).
+    if world.terraform.aws && crate::live::emulated_endpoint().is_none() {
         return Ok(found);
     }
     alarms::evaluate(&world.aws, found, now).await
 }
 
 /// What each version of the canary's functions served through prod since
-/// `since`: `status 2: 81 invocations, 0 errors; 3: 19 invocations, 1 error`.
-async fn served(world: &World, pin: &Release, since: SystemTime) -> Result<String> {
+/// `since` (`status 2: 81 invocations, 0 errors; 3: 19 invocations, 1
+/// error`), and the functions whose new version served nothing.
+async fn served(world: &World, pin: &Release, since: SystemTime) -> Result<(String, Vec<String>)> {
     let canary = pin.canary.as_ref().expect("a canary pin");
     let mut parts = Vec::new();
+    let mut idle = Vec::new();
     for (function, new) in &canary.versions {
         let name = world.applied.function_name(function)?;
         let mut versions = Vec::new();
@@ -448,6 +517,9 @@ async fn served(world: &World, pin: &Release, since: SystemTime) -> Result<Strin
             .flatten()
         {
             let (invocations, errors) = invocations(world, &name, version, since).await?;
+            if version == new && invocations == 0 {
+                idle.push(function.clone());
+            }
             versions.push(format!(
                 "{version}: {invocations} invocations, {errors} error{}",
                 if errors == 1 { "" } else { "s" }
@@ -455,7 +527,7 @@ async fn served(world: &World, pin: &Release, since: SystemTime) -> Result<Strin
         }
         parts.push(format!("{function} {}", versions.join("; ")));
     }
-    Ok(parts.join(" | "))
+    Ok((parts.join(" | "), idle))
 }
 
 /// Invocations and errors of `version` of `name` through its prod alias
@@ -528,6 +600,141 @@ pub async fn invocations(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::release::Running;
+
+    fn running(version: &str, code: &str) -> Running {
+        Running {
+            version: version.to_owned(),
+            code_sha256: code.to_owned(),
+            configuration: "config".to_owned(),
+            description: String::new(),
+            state: "Active/Successful".to_owned(),
+            additional: None,
+        }
+    }
+
+    /// An edit of what a canary starts from: the pin, the receipt, the
+    /// alarms' settings, whether it is on AWS, the bake.
+    type Edit =
+        Box<dyn FnOnce(&mut Release, &mut Receipt, &mut AlarmsOutput, &mut bool, &mut Duration)>;
+
+    /// What `check_start` says of a canary of status's code `new` over a
+    /// prod that runs status 1 (code `old`), with `edit` applied first.
+    fn check(
+        edit: impl FnOnce(&mut Release, &mut Receipt, &mut AlarmsOutput, &mut bool, &mut Duration),
+    ) -> Result<()> {
+        let mut pinned = Release {
+            release: 1,
+            note: String::new(),
+            functions: BTreeMap::from([("status".to_owned(), "1".to_owned())]),
+            api_revision: "rev".to_owned(),
+            canary: None,
+        };
+        let mut receipt = Receipt {
+            target: "local".to_owned(),
+            api_id: "api".to_owned(),
+            api_revision: "rev".to_owned(),
+            functions: BTreeMap::from([("status".to_owned(), running("$LATEST", "new"))]),
+            url: String::new(),
+            verified_at: String::new(),
+            passed: true,
+            uncovered: Vec::new(),
+            cases: Vec::new(),
+        };
+        let mut alarms = AlarmsOutput {
+            period_seconds: 60,
+            evaluation_periods: 2,
+        };
+        let (mut aws, mut bake) = (false, Duration::from_secs(180));
+        edit(&mut pinned, &mut receipt, &mut alarms, &mut aws, &mut bake);
+        let prod = StageRuns {
+            api_revision: Some(pinned.api_revision.clone()),
+            functions: BTreeMap::from([("status".to_owned(), Some(running("1", "old")))]),
+        };
+        check_start(Some(&alarms), aws, &pinned, &receipt, &prod, bake)
+    }
+
+    #[test]
+    fn a_canary_starts_only_where_its_alarms_can_judge_something_new() {
+        check(|_, _, _, _, _| {}).unwrap();
+        let refused = |edit: Edit, says: &str| {
+            let err = format!("{:#}", check(edit).unwrap_err());
+            assert!(err.contains(says), "{says}: {err}");
+        };
+        refused(
+            Box::new(|pinned, _, _, _, _| pinned.functions.clear()),
+            "prod serves nothing yet",
+        );
+        refused(
+            Box::new(|_, receipt, _, _, _| receipt.api_revision = "other".to_owned()),
+            "a canary cannot span a change of the API",
+        );
+        // Two periods evaluated, each once closed: three periods at least.
+        refused(
+            Box::new(|_, _, _, _, bake| *bake = Duration::from_secs(179)),
+            "--bake 2m 59s is under the alarms' period (60 s, 2 period(s) evaluated",
+        );
+        refused(
+            Box::new(|_, _, alarms, aws, _| {
+                alarms.period_seconds = 10;
+                *aws = true;
+            }),
+            "on AWS they would judge nothing",
+        );
+        check(|_, _, alarms, _, bake| {
+            alarms.period_seconds = 10;
+            *bake = Duration::from_secs(30);
+        })
+        .unwrap();
+        refused(
+            Box::new(|_, receipt, _, _, _| {
+                receipt
+                    .functions
+                    .insert("status".to_owned(), running("$LATEST", "old"));
+            }),
+            "prod already runs what staging verified",
+        );
+        refused(
+            Box::new(|_, receipt, _, _, _| {
+                receipt
+                    .functions
+                    .insert("users".to_owned(), running("$LATEST", "u"));
+            }),
+            "users has no prod version yet",
+        );
+        let prod = StageRuns {
+            api_revision: None,
+            functions: BTreeMap::new(),
+        };
+        let pinned = Release {
+            release: 1,
+            note: String::new(),
+            functions: BTreeMap::from([("status".to_owned(), "1".to_owned())]),
+            api_revision: String::new(),
+            canary: None,
+        };
+        let receipt = Receipt {
+            target: String::new(),
+            api_id: String::new(),
+            api_revision: String::new(),
+            functions: BTreeMap::new(),
+            url: String::new(),
+            verified_at: String::new(),
+            passed: true,
+            uncovered: Vec::new(),
+            cases: Vec::new(),
+        };
+        let err = check_start(
+            None,
+            false,
+            &pinned,
+            &receipt,
+            &prod,
+            Duration::from_secs(600),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no alarms are applied"), "{err}");
+    }
 
     #[test]
     fn the_bake_looks_twice_a_period_and_at_least_every_15_s() {

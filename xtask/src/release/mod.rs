@@ -494,14 +494,34 @@ impl History {
             .max_by_key(|r| r.release)
     }
 
-    /// Records `release`, or, if it is recorded already, keeps that record.
+    /// Records `release`, or, if it is recorded already with the same
+    /// versions and outcome (a command resumed), keeps that record; one
+    /// that says otherwise is refused.
     pub fn record(path: &Path, release: Published) -> Result<()> {
         let mut history = History::read(path)?;
-        if history.get(release.release).is_none() {
-            history.releases.push(release);
-            history.write(path)?;
+        match history.get(release.release) {
+            None => {
+                history.releases.push(release);
+                history.write(path)
+            }
+            Some(recorded)
+                if recorded.functions == release.functions
+                    && recorded.canary.as_ref().map(|c| &c.outcome)
+                        == release.canary.as_ref().map(|c| &c.outcome) =>
+            {
+                Ok(())
+            }
+            Some(recorded) => bail!(
+                "{} already records release {} otherwise ({}): it was ended another way \
+                 meanwhile; `cargo xtask status` shows where prod is",
+                path.display(),
+                release.release,
+                recorded
+                    .canary
+                    .as_ref()
+                    .map_or("published".to_owned(), |canary| canary.outcome.clone())
+            ),
         }
-        Ok(())
     }
 }
 
@@ -589,6 +609,39 @@ mod tests {
         assert_eq!(failed.before(&third).unwrap().release, 1);
         failed.releases[1].canary.as_mut().unwrap().outcome = "promoted".to_owned();
         assert_eq!(failed.before(&third).unwrap().release, 2);
+    }
+
+    #[test]
+    fn a_release_is_recorded_once_and_never_recorded_otherwise() {
+        let dir = std::env::temp_dir().join(format!("xtask-history-{}", std::process::id()));
+        let path = dir.join(HISTORY_FILE);
+        let ended = |outcome: &str| {
+            let mut release = published(4);
+            release.canary = Some(CanaryOutcome {
+                percent: 10,
+                started_at: String::new(),
+                ended_at: String::new(),
+                outcome: outcome.to_owned(),
+                reason: String::new(),
+            });
+            release
+        };
+        History::record(&path, ended("aborted")).unwrap();
+        // Resumed: the same record again is kept as it was.
+        History::record(&path, ended("aborted")).unwrap();
+        assert_eq!(History::read(&path).unwrap().releases.len(), 1);
+        // Ended another way by a command that did not know: refused.
+        let err = History::record(&path, ended("promoted")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already records release 4 otherwise (aborted)"),
+            "{err}"
+        );
+        let mut other = ended("aborted");
+        other.functions.insert("status".to_owned(), "9".to_owned());
+        assert!(History::record(&path, other).is_err());
+        assert_eq!(History::read(&path).unwrap().releases, [ended("aborted")]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

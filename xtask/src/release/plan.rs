@@ -449,6 +449,75 @@ fn routed_to(alias: &Value) -> Option<(String, f64)> {
         .find_map(|(version, weight)| Some((version.clone(), weight.as_f64()?)))
 }
 
+/// What an alarm's decision rests on, without what names it or says
+/// what it watches (its name, description, dimensions, tags, ARN): its
+/// comparison, threshold, periods, statistic, metric and metric math, and
+/// actions.
+fn alarm_judgement(alarm: &Value) -> Value {
+    let fields = [
+        "actions_enabled",
+        "alarm_actions",
+        "comparison_operator",
+        "datapoints_to_alarm",
+        "evaluation_periods",
+        "extended_statistic",
+        "insufficient_data_actions",
+        "metric_name",
+        "namespace",
+        "ok_actions",
+        "period",
+        "statistic",
+        "threshold",
+        "threshold_metric_id",
+        "treat_missing_data",
+        "unit",
+    ];
+    let mut judgement = serde_json::Map::new();
+    for field in fields {
+        let value = &alarm[field];
+        // Unset and empty read alike (the state's "" or 0 where a plan has
+        // null: a metric-math alarm's `period`); a threshold of 0 is one.
+        let empty = value.is_null()
+            || value.as_str() == Some("")
+            || value.as_array().is_some_and(Vec::is_empty)
+            || (field != "threshold" && value.as_f64() == Some(0.0));
+        if !empty {
+            judgement.insert(field.to_owned(), value.clone());
+        }
+    }
+    let mut queries: Vec<Value> = alarm["metric_query"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|query| {
+            let metrics: Vec<Value> = query["metric"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|metric| {
+                    serde_json::json!({
+                        "metric_name": metric["metric_name"],
+                        "namespace": metric["namespace"],
+                        "period": metric["period"],
+                        "stat": metric["stat"],
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "id": query["id"],
+                "expression": query["expression"].as_str().unwrap_or_default(),
+                "return_data": query["return_data"].as_bool().unwrap_or(false),
+                "metric": metrics,
+            })
+        })
+        .collect();
+    queries.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    if !queries.is_empty() {
+        judgement.insert("metric_query".to_owned(), Value::Array(queries));
+    }
+    Value::Object(judgement)
+}
+
 fn human_size(bytes: u64) -> String {
     match bytes {
         0..1024 => format!("{bytes} B"),
@@ -689,6 +758,36 @@ impl Plan {
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ));
+                        }
+                        // Named as the canary looks for it, and judging as
+                        // the prod alias's alarm of its kind, as applied:
+                        // what decides a canary is never a change riding
+                        // along with it, as it exists during canaries only.
+                        let kind = change.name.trim_start_matches("canary_");
+                        expect(
+                            &mut found,
+                            "alarm_name",
+                            &Value::from(format!("{name}-canary-{kind}")),
+                        );
+                        let prod = format!("aws_cloudwatch_metric_alarm.{kind}[\"{key}:prod\"]");
+                        match self.prior.get(&prod) {
+                            None => found.push(format!(
+                                "{}: no {prod} is applied to judge it by: apply terraform/ first",
+                                change.address
+                            )),
+                            Some(applied) => {
+                                let differs = alarm_judgement(after) != alarm_judgement(applied);
+                                if differs {
+                                    found.push(format!(
+                                        "{}: judges otherwise than {prod} (threshold, \
+                                         comparison, statistic, expression, periods or \
+                                         actions): {} against {}",
+                                        change.address,
+                                        alarm_judgement(after),
+                                        alarm_judgement(applied)
+                                    ));
+                                }
+                            }
                         }
                     }
                 }
@@ -1142,25 +1241,50 @@ mod tests {
         };
         let dimensions = json!({"FunctionName": "rust-lambda-api-status",
                                 "Resource": "rust-lambda-api-status:prod", "ExecutedVersion": "3"});
-        let metric = |name: &str| {
-            json!({"id": name, "expression": "", "return_data": false,
+        let prod = json!({"FunctionName": "rust-lambda-api-status",
+                          "Resource": "rust-lambda-api-status:prod"});
+        let metric = |name: &str, dimensions: &Value| {
+            json!({"id": name.to_lowercase(), "expression": "", "return_data": false,
                    "metric": [{"namespace": "AWS/Lambda", "metric_name": name,
                                "dimensions": dimensions.clone(), "period": 10, "stat": "Sum"}]})
         };
+        let errors = |name: &str, dimensions: &Value| {
+            json!({"alarm_name": name, "comparison_operator": "GreaterThanThreshold",
+                   "threshold": 5, "evaluation_periods": 1, "treat_missing_data": "notBreaching",
+                   "alarm_actions": ["arn:topic"], "dimensions": null,
+                   "metric_query": [metric("Errors", dimensions), metric("Invocations", dimensions),
+                                    {"id": "rate", "expression": "100 * errors / invocations",
+                                     "return_data": true, "metric": []}]})
+        };
+        let duration = |name: &str, dimensions: &Value| {
+            json!({"alarm_name": name, "comparison_operator": "GreaterThanThreshold",
+                   "threshold": 8000, "evaluation_periods": 1, "extended_statistic": "p99",
+                   "metric_name": "Duration", "namespace": "AWS/Lambda", "period": 10,
+                   "treat_missing_data": "notBreaching", "alarm_actions": ["arn:topic"],
+                   "dimensions": dimensions.clone(), "metric_query": []})
+        };
+        let mut prior_errors = errors("rust-lambda-api-status-prod-errors", &prod);
+        prior_errors["period"] = json!(0);
+        let mut prior_duration = duration("rust-lambda-api-status-prod-duration", &prod);
+        prior_duration["statistic"] = json!("");
+        prior_duration["unit"] = json!("");
         let mut shown = json!({
             "resource_changes": [
                 change(r#"aws_lambda_alias.prod["status"]"#, &["update"], alias(json!([])),
                        alias(json!([{"additional_version_weights": {"3": 0.1}}]))),
                 change(r#"aws_cloudwatch_metric_alarm.canary_errors["status"]"#, &["create"],
-                       Value::Null,
-                       json!({"metric_query": [metric("Errors"), metric("Invocations"),
-                                               {"id": "rate", "expression": "100 * errors / invocations",
-                                                "return_data": true, "metric": []}],
-                              "dimensions": null})),
+                       Value::Null, errors("rust-lambda-api-status-canary-errors", &dimensions)),
                 change(r#"aws_cloudwatch_metric_alarm.canary_duration["status"]"#, &["create"],
-                       Value::Null,
-                       json!({"dimensions": dimensions.clone(), "metric_query": []})),
+                       Value::Null, duration("rust-lambda-api-status-canary-duration", &dimensions)),
             ],
+            // The prod alias's alarms as applied (the state reads "" where
+            // the plan has null).
+            "prior_state": {"values": {"root_module": {"resources": [
+                {"address": r#"aws_cloudwatch_metric_alarm.errors["status:prod"]"#,
+                 "values": prior_errors},
+                {"address": r#"aws_cloudwatch_metric_alarm.duration["status:prod"]"#,
+                 "values": prior_duration},
+            ]}}},
         });
         edit(&mut shown);
         let candidate = Release {
@@ -1250,11 +1374,50 @@ mod tests {
                 }),
                 "but the pin's canary of status is watched by it",
             ),
+            // Judging otherwise than the prod alias's alarm: a pending edit
+            // of the canary's alarms would first apply with the canary.
+            (
+                Box::new(|shown| shown.pointer_mut(&after(2)).unwrap()["threshold"] = json!(1e9)),
+                r#"aws_cloudwatch_metric_alarm.canary_duration["status"]: judges otherwise"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(1)).unwrap()["comparison_operator"] =
+                        json!("LessThanThreshold")
+                }),
+                r#"aws_cloudwatch_metric_alarm.canary_errors["status"]: judges otherwise"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(1)).unwrap()["metric_query"][2]["expression"] =
+                        json!("0 * errors")
+                }),
+                "judges otherwise",
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(2)).unwrap()["treat_missing_data"] = json!("ignore")
+                }),
+                "judges otherwise",
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(1)).unwrap()["alarm_name"] =
+                        json!("rust-lambda-api-status-prod-errors")
+                }),
+                r#"alarm_name "rust-lambda-api-status-prod-errors", prod's pin sets "rust-lambda-api-status-canary-errors""#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown["prior_state"]["values"]["root_module"]["resources"] = json!([]);
+                }),
+                "is applied to judge it by",
+            ),
         ];
         for (edit, expected) in cases {
             let found = canary_mismatches(edit);
             assert!(
-                found.len() == 1 && found[0].contains(expected),
+                !found.is_empty() && found.len() <= 2 && found[0].contains(expected),
                 "{expected}: {found:?}"
             );
         }

@@ -107,8 +107,15 @@ pub fn publish(sh: &Shell, local: &LocalDir, args: PublishArgs) -> Result<()> {
     if let Some(percent) = args.canary {
         // Before anything is published: a refusal moves nothing.
         let prod = runtime.block_on(world.stage("prod"))?;
-        super::canary::check_start(&world, &pinned, &receipt, &prod, args.bake)
-            .with_context(|| format!("no canary at {percent}%, nothing was published"))?;
+        super::canary::check_start(
+            world.applied.alarms.as_ref(),
+            world.terraform.aws,
+            &pinned,
+            &receipt,
+            &prod,
+            args.bake,
+        )
+        .with_context(|| format!("no canary at {percent}%, nothing was published"))?;
     }
     let mut versions = BTreeMap::new();
     let mut moves = Vec::new();
@@ -291,20 +298,24 @@ pub fn rollback(sh: &Shell, local: &LocalDir, args: RollbackArgs) -> Result<()> 
         world.flag(),
         target.release
     );
-    let ending = pinned.canary.is_some().then(|| pinned.clone());
+    // A canary it ends is recorded as rolled back.
+    let release = match pinned.canary.is_some() {
+        true => Some(super::canary::outcome_record(
+            &runtime,
+            &world,
+            &pinned,
+            "rolled back",
+            &format!("`cargo xtask rollback --to {}`", target.release),
+        )?),
+        false => None,
+    };
     let promotion = Promotion {
         pinned,
         candidate,
-        release: None,
+        release,
         resume,
     };
-    promote(&runtime, sh, &world, promotion, args.dry_run)?;
-    // A canary it ended is recorded as rolled back.
-    if let Some(ending) = ending.filter(|_| !args.dry_run) {
-        let reason = format!("`cargo xtask rollback --to {}`", target.release);
-        super::canary::record(&runtime, &world, &ending, "rolled back", &reason)?;
-    }
-    Ok(())
+    promote(&runtime, sh, &world, promotion, args.dry_run)
 }
 
 /// The version `function` publishes for the verified `code_sha256`.
@@ -526,9 +537,28 @@ pub(super) fn promote(
         return Ok(());
     }
 
-    if Release::read(&world.pin_path()).ok().as_ref() != Some(candidate) {
+    // The pin this promotion started from must still be the one in force:
+    // another publish, rollback or canary's end since (a second terminal, a
+    // runner thought lost) is refused here, not overwritten.
+    let now = Release::read(&world.pin_path()).ok();
+    if now.as_ref() != Some(candidate) {
+        if now.as_ref() != Some(&pinned) {
+            bail!(
+                "the prod pin {} changed while this command ran (another publish, rollback or \
+                 canary ended meanwhile?), so nothing was pinned or applied: it is at release {}; \
+                 `cargo xtask status{}` shows where prod is",
+                world.pin_path().display(),
+                now.map_or_else(|| "?".to_owned(), |pin| pin.release.to_string()),
+                world.flag()
+            );
+        }
         candidate.write(&world.pin_path())?;
         eprintln!("==> wrote the prod pin {}", world.pin_path().display());
+    }
+    // What the pin now says is decided: recorded with it, so an apply that
+    // fails (and is resumed) leaves no release unrecorded.
+    if let Some(release) = release {
+        History::record(&world.history_path(), release)?;
     }
     runtime.block_on(pause(world, "apply", "prod"))?;
     if !plan.is_empty() {
@@ -555,9 +585,6 @@ pub(super) fn promote(
         {
             eprintln!("warning: the applied API configuration was not recorded: {err:#}");
         }
-    }
-    if let Some(release) = release {
-        History::record(&world.history_path(), release)?;
     }
     let canary = match &candidate.canary {
         Some(canary) => format!(

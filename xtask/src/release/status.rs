@@ -86,13 +86,8 @@ pub fn run(sh: &Shell, local: &LocalDir, args: StatusArgs) -> Result<()> {
                 super::canary::versions(canary),
                 pin.release
             );
-            let names: Vec<String> = world
-                .applied
-                .alarms
-                .iter()
-                .flat_map(|alarms| alarms.canary.values().flatten().cloned())
-                .collect();
-            if !names.is_empty() {
+            let names = super::canary::canary_alarms(&world, canary)?;
+            if world.applied.alarms.is_some() {
                 let alarms =
                     super::canary::alarm_states(&world, &names, std::time::SystemTime::now())
                         .await?;
