@@ -28,28 +28,39 @@ resource "aws_sns_topic_subscription" "alarms" {
 }
 
 locals {
-  # "status:prod" => { function, alias }: each function's aliases.
-  alias_alarms = {
-    for pair in setproduct(keys(local.functions), ["staging", "prod"]) :
-    "${pair[0]}:${pair[1]}" => {
-      name     = local.function_names[pair[0]]
-      alias    = pair[1]
-      resource = "${local.function_names[pair[0]]}:${pair[1]}"
-    }
-  }
-
-  # A canary's new versions, as invoked through the prod alias.
-  canary_alarms = {
-    for function, version in local.canary : function => {
-      name    = local.function_names[function]
-      version = version
-      dimensions = {
-        FunctionName    = local.function_names[function]
-        Resource        = "${local.function_names[function]}:prod"
-        ExecutedVersion = version
+  # What each function's alarms watch: its aliases ("status:prod"), and
+  # during a canary its new version through the prod alias
+  # ("status:canary", by ExecutedVersion). Named `<function>-<alias>-<kind>`
+  # and `<function>-canary-<kind>`.
+  function_alarms = merge(
+    {
+      for pair in setproduct(keys(local.functions), ["staging", "prod"]) :
+      "${pair[0]}:${pair[1]}" => {
+        name  = local.function_names[pair[0]]
+        alias = pair[1]
+        what  = "${local.function_names[pair[0]]}:${pair[1]}"
+        dimensions = {
+          FunctionName = local.function_names[pair[0]]
+          Resource     = "${local.function_names[pair[0]]}:${pair[1]}"
+        }
       }
-    }
-  }
+    },
+    {
+      for function, version in local.canary : "${function}:canary" => {
+        name  = local.function_names[function]
+        alias = "canary"
+        what  = "the canary of release ${var.prod_release.canary.release}: version ${version} through prod"
+        dimensions = {
+          FunctionName    = local.function_names[function]
+          Resource        = "${local.function_names[function]}:prod"
+          ExecutedVersion = version
+        }
+      }
+    },
+  )
+
+  # The aliases' alone (throttles are no version's).
+  alias_alarms = { for key, alarm in local.function_alarms : key => alarm if alarm.alias != "canary" }
 
   alarm = {
     period              = var.alarms.period_seconds
@@ -66,10 +77,10 @@ locals {
 }
 
 resource "aws_cloudwatch_metric_alarm" "errors" {
-  for_each = local.alias_alarms
+  for_each = local.function_alarms
 
   alarm_name          = "${each.value.name}-${each.value.alias}-errors"
-  alarm_description   = "${each.value.resource}: more than ${var.alarms.error_rate_percent}% of invocations failed (4xx answers are errors too)."
+  alarm_description   = "${each.value.what}: more than ${var.alarms.error_rate_percent}% of invocations failed (4xx answers are errors too)."
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.alarms.error_rate_percent
   evaluation_periods  = local.alarm.evaluation_periods
@@ -96,7 +107,7 @@ resource "aws_cloudwatch_metric_alarm" "errors" {
         metric_name = title(metric_query.value)
         period      = local.alarm.period
         stat        = "Sum"
-        dimensions  = { FunctionName = each.value.name, Resource = each.value.resource }
+        dimensions  = each.value.dimensions
       }
     }
   }
@@ -106,10 +117,10 @@ resource "aws_cloudwatch_metric_alarm" "throttles" {
   for_each = local.alias_alarms
 
   alarm_name          = "${each.value.name}-${each.value.alias}-throttles"
-  alarm_description   = "${each.value.resource}: more than ${var.alarms.throttles} invocations throttled in a period."
+  alarm_description   = "${each.value.what}: more than ${var.alarms.throttles} invocations throttled in a period."
   namespace           = "AWS/Lambda"
   metric_name         = "Throttles"
-  dimensions          = { FunctionName = each.value.name, Resource = each.value.resource }
+  dimensions          = each.value.dimensions
   statistic           = "Sum"
   period              = local.alarm.period
   comparison_operator = "GreaterThanThreshold"
@@ -122,13 +133,13 @@ resource "aws_cloudwatch_metric_alarm" "throttles" {
 }
 
 resource "aws_cloudwatch_metric_alarm" "duration" {
-  for_each = local.alias_alarms
+  for_each = local.function_alarms
 
   alarm_name          = "${each.value.name}-${each.value.alias}-duration"
-  alarm_description   = "${each.value.resource}: p99 duration above ${local.alarm.duration_ms} ms (${var.alarms.duration_p99_share * 100}% of the timeout)."
+  alarm_description   = "${each.value.what}: p99 duration above ${local.alarm.duration_ms} ms (${var.alarms.duration_p99_share * 100}% of the timeout)."
   namespace           = "AWS/Lambda"
   metric_name         = "Duration"
-  dimensions          = { FunctionName = each.value.name, Resource = each.value.resource }
+  dimensions          = each.value.dimensions
   extended_statistic  = "p99"
   period              = local.alarm.period
   comparison_operator = "GreaterThanThreshold"
@@ -171,63 +182,6 @@ resource "aws_cloudwatch_metric_alarm" "api_latency" {
   period              = local.alarm.period
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.alarms.api_latency_p99_ms
-  evaluation_periods  = local.alarm.evaluation_periods
-  datapoints_to_alarm = local.alarm.datapoints_to_alarm
-  treat_missing_data  = local.alarm.treat_missing_data
-  alarm_actions       = local.alarm.actions
-  ok_actions          = local.alarm.actions
-}
-
-# The canary's own alarms: its new version only.
-resource "aws_cloudwatch_metric_alarm" "canary_errors" {
-  for_each = local.canary_alarms
-
-  alarm_name          = "${each.value.name}-canary-errors"
-  alarm_description   = "Canary of release ${var.prod_release.canary.release}: more than ${var.alarms.error_rate_percent}% of version ${each.value.version}'s invocations through prod failed."
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = var.alarms.error_rate_percent
-  evaluation_periods  = local.alarm.evaluation_periods
-  datapoints_to_alarm = local.alarm.datapoints_to_alarm
-  treat_missing_data  = local.alarm.treat_missing_data
-  alarm_actions       = local.alarm.actions
-  ok_actions          = local.alarm.actions
-
-  metric_query {
-    id          = "rate"
-    expression  = local.alarm.error_rate
-    label       = "error rate (%)"
-    return_data = true
-  }
-
-  dynamic "metric_query" {
-    for_each = ["errors", "invocations"]
-
-    content {
-      id = metric_query.value
-
-      metric {
-        namespace   = "AWS/Lambda"
-        metric_name = title(metric_query.value)
-        period      = local.alarm.period
-        stat        = "Sum"
-        dimensions  = each.value.dimensions
-      }
-    }
-  }
-}
-
-resource "aws_cloudwatch_metric_alarm" "canary_duration" {
-  for_each = local.canary_alarms
-
-  alarm_name          = "${each.value.name}-canary-duration"
-  alarm_description   = "Canary of release ${var.prod_release.canary.release}: version ${each.value.version}'s p99 duration through prod above ${local.alarm.duration_ms} ms."
-  namespace           = "AWS/Lambda"
-  metric_name         = "Duration"
-  dimensions          = each.value.dimensions
-  extended_statistic  = "p99"
-  period              = local.alarm.period
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = local.alarm.duration_ms
   evaluation_periods  = local.alarm.evaluation_periods
   datapoints_to_alarm = local.alarm.datapoints_to_alarm
   treat_missing_data  = local.alarm.treat_missing_data

@@ -61,12 +61,12 @@ output "alarms" {
       [for alarm in aws_cloudwatch_metric_alarm.duration : alarm.alarm_name],
       [for alarm in aws_cloudwatch_metric_alarm.api_5xx : alarm.alarm_name],
       [for alarm in aws_cloudwatch_metric_alarm.api_latency : alarm.alarm_name],
-      [for alarm in aws_cloudwatch_metric_alarm.canary_errors : alarm.alarm_name],
-      [for alarm in aws_cloudwatch_metric_alarm.canary_duration : alarm.alarm_name],
     ))
     canary = {
-      for function, alarm in aws_cloudwatch_metric_alarm.canary_errors :
-      function => [alarm.alarm_name, aws_cloudwatch_metric_alarm.canary_duration[function].alarm_name]
+      for function in keys(local.canary) : function => [
+        aws_cloudwatch_metric_alarm.errors["${function}:canary"].alarm_name,
+        aws_cloudwatch_metric_alarm.duration["${function}:canary"].alarm_name,
+      ]
     }
   }
 }

@@ -116,19 +116,26 @@ pub fn dev(sh: &Shell, local: &LocalDir, args: DevArgs) -> Result<()> {
     terraform::apply_quietly(sh, local, &target)?;
     let watch = args.watch.then_some(out_dir);
     runtime()?.block_on(async {
-        let stack = LocalStack::connect(local).await?;
-        let host = stack.host(
-            local,
-            Log::stderr(),
-            args.limits.limits(),
-            stack.telemetry(),
-        );
-        evaluate_alarms(local, &stack);
-        let gateway = Gateway::new(local, stack.aws, host)
-            .await
-            .context("the local gateway refuses to serve this API")?;
+        let gateway = local_gateway(local, &args.limits).await?;
         serve(local, gateway, args.port, "the local stack's", watch).await
     })
+}
+
+/// The local stack's gateway and host, recording into its emulator, with
+/// its alarms evaluated in the background while it serves (the emulator
+/// stores them and never evaluates them).
+async fn local_gateway(local: &LocalDir, limits: &LimitArgs) -> Result<std::sync::Arc<Gateway>> {
+    let stack = LocalStack::connect(local).await?;
+    let host = stack.host(local, Log::stderr(), limits.limits(), stack.telemetry());
+    let applied = local.clone();
+    tokio::spawn(crate::alarms::keep_evaluating(
+        stack.aws.clone(),
+        move || alarm_settings(&Applied::read(&applied).ok()?),
+        Log::stderr(),
+    ));
+    Gateway::new(local, stack.aws, host)
+        .await
+        .context("the local gateway refuses to serve this API")
 }
 
 /// What the alarms of what is applied start with (the API's name), and
@@ -140,33 +147,12 @@ fn alarm_settings(applied: &Applied) -> Option<(String, u64)> {
     ))
 }
 
-/// The local stack's alarms, evaluated in the background while it serves
-/// (the emulator stores them and never evaluates them).
-fn evaluate_alarms(local: &LocalDir, stack: &LocalStack) {
-    let local = local.clone();
-    tokio::spawn(crate::alarms::keep_evaluating(
-        stack.aws.clone(),
-        move || alarm_settings(&Applied::read(&local).ok()?),
-        Log::stderr(),
-    ));
-}
-
 /// `cargo xtask serve`: the stages of what is applied, served until Ctrl-C
 /// (no build, no apply).
 pub fn serve_applied(sh: &Shell, local: &LocalDir, args: ServeArgs) -> Result<()> {
     runtime()?.block_on(async {
         if !args.aws {
-            let stack = LocalStack::connect(local).await?;
-            let host = stack.host(
-                local,
-                Log::stderr(),
-                args.limits.limits(),
-                stack.telemetry(),
-            );
-            evaluate_alarms(local, &stack);
-            let gateway = Gateway::new(local, stack.aws, host)
-                .await
-                .context("the local gateway refuses to serve this API")?;
+            let gateway = local_gateway(local, &args.limits).await?;
             return serve(local, gateway, args.port, "the local stack's", None).await;
         }
         let Some(endpoint) = crate::live::emulated_endpoint() else {

@@ -61,6 +61,29 @@ struct Pending {
     logs: BTreeMap<(String, String), Vec<(i64, String)>>,
 }
 
+impl Pending {
+    fn add(
+        &mut self,
+        namespace: &'static str,
+        metric: &'static str,
+        unit: Unit,
+        dimensions: &[(&'static str, String)],
+        second: i64,
+        value: f64,
+    ) {
+        self.metrics
+            .entry(Series {
+                namespace,
+                metric,
+                unit,
+                dimensions: dimensions.to_vec(),
+                second,
+            })
+            .or_default()
+            .push(value);
+    }
+}
+
 /// One metric's values in one second.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Series {
@@ -130,17 +153,7 @@ impl Telemetry {
         let second = unix_seconds(SystemTime::now());
         let mut pending = self.pending.lock().expect("telemetry lock");
         let mut record = |metric, unit, value, dimensions: &Vec<(&'static str, String)>| {
-            pending
-                .metrics
-                .entry(Series {
-                    namespace: "AWS/Lambda",
-                    metric,
-                    unit,
-                    dimensions: dimensions.clone(),
-                    second,
-                })
-                .or_default()
-                .push(value);
+            pending.add("AWS/Lambda", metric, unit, dimensions, second, value);
         };
         match &invocation.outcome {
             Outcome::Throttled { .. } => {
@@ -193,17 +206,7 @@ impl Telemetry {
         let mut pending = self.pending.lock().expect("telemetry lock");
         for dimensions in sets {
             let mut record = |metric, unit, value| {
-                pending
-                    .metrics
-                    .entry(Series {
-                        namespace: "AWS/ApiGateway",
-                        metric,
-                        unit,
-                        dimensions: dimensions.clone(),
-                        second,
-                    })
-                    .or_default()
-                    .push(value);
+                pending.add("AWS/ApiGateway", metric, unit, &dimensions, second, value);
             };
             record("Count", Unit::Count, 1.0);
             record(

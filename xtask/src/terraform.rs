@@ -688,16 +688,7 @@ fn aws_provider_aliases(dir: &Path) -> Result<Vec<String>> {
         }
     }
     let mut aliases = Vec::new();
-    let mut names: Vec<PathBuf> = fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| {
-            path.extension().is_some_and(|ext| ext == "tf")
-                && path
-                    .file_name()
-                    .is_some_and(|name| name != "local_override.tf")
-        })
-        .collect();
-    names.sort();
+    let names = root_tf_files(dir)?;
     for path in names {
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -717,6 +708,22 @@ fn aws_provider_aliases(dir: &Path) -> Result<Vec<String>> {
     aliases.sort();
     aliases.dedup();
     Ok(aliases)
+}
+
+/// The root configuration's `.tf` files in `dir`, but the generated
+/// override, in order.
+fn root_tf_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "tf")
+                && path
+                    .file_name()
+                    .is_some_and(|name| name != "local_override.tf")
+        })
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// The `.tf` files of the local modules the root configuration in `dir`
@@ -893,16 +900,7 @@ terraform {{
 /// are none.
 fn without_lifecycle_rules(dir: &Path) -> Result<String> {
     let kind = "aws_s3_bucket_lifecycle_configuration";
-    let mut names: Vec<PathBuf> = fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| {
-            path.extension().is_some_and(|ext| ext == "tf")
-                && path
-                    .file_name()
-                    .is_some_and(|name| name != "local_override.tf")
-        })
-        .collect();
-    names.sort();
+    let names = root_tf_files(dir)?;
     let mut out = String::new();
     for path in names {
         let text = fs::read_to_string(&path)?;

@@ -82,7 +82,8 @@ def key(user):
 
 # The policy as moto 5.2 judges it (the shipped one stays in AWS's terms):
 # API Gateway by operation name, not by HTTP method (apigateway:GET -> every
-# operation that is a GET); S3's HeadBucket as its own action (AWS
+# operation that is a GET); CloudWatch by its signing name (cloudwatch:X
+# -> monitoring:X); S3's HeadBucket as its own action (AWS
 # authorizes it as ListBucket); and every resource but S3's as "*", since
 # moto judges those actions on "*" (so only S3's scoping is checked here).
 def translate(policy):
@@ -95,7 +96,12 @@ def translate(policy):
         judged = []
         for action in actions:
             service, name = action.split(":", 1)
-            judged += by_method[name] if service == "apigateway" else [action]
+            if service == "apigateway":
+                judged += by_method[name]
+            elif service == "cloudwatch":
+                judged.append("monitoring:" + name)
+            else:
+                judged.append(action)
             if action == "s3:ListBucket":
                 judged.append("s3:HeadBucket")
         statement["Action"] = sorted(set(judged))
@@ -635,14 +641,8 @@ fn the_aws_state_lives_in_a_locked_bucket() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let apply = || {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        for key in support::foreign_env() {
-            command.env_remove(key);
-        }
+        let mut command = aws.stack.command(&["apply", "--aws", "--yes"]);
         command
-            .args(["apply", "--aws", "--yes"])
-            .env("XTASK_LOCAL_DIR", &aws.stack.local)
-            .env("XTASK_ARTIFACTS_DIR", &aws.stack.artifacts)
             .env("XTASK_WORKSPACE", &workspace)
             .envs(env.iter().cloned())
             .stdin(std::process::Stdio::null())
@@ -864,14 +864,9 @@ fn release_on_aws(
         ("XTASK_TEST_PAUSE_AT", "apply"),
         ("XTASK_TEST_PAUSE_FUNCTION", "prod"),
     ]);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    for key in support::foreign_env() {
-        command.env_remove(key);
-    }
-    let mut child = command
-        .args(["publish", "--aws"])
-        .env("XTASK_LOCAL_DIR", &aws.stack.local)
-        .env("XTASK_ARTIFACTS_DIR", &aws.stack.artifacts)
+    let mut child = aws
+        .stack
+        .command(&["publish", "--aws"])
         .env("XTASK_WORKSPACE", &aws.workspace)
         .envs(interrupted.iter().copied())
         .stdout(std::process::Stdio::null())

@@ -13,7 +13,10 @@
 //! it names the version that ran, and a package with a `BROKEN` file fails
 //! on prod while it passes on staging. Its versions are its one release
 //! build repackaged with a note (another `CodeSha256`). The alarms evaluate
-//! 10 s periods, so a bake of 20 s judges a canary twice.
+//! 10 s periods, each once it has closed, so a bake of 20 s judges a
+//! canary at least once. The plan is checked empty after a promotion, an
+//! automatic rollback and at the end (each check is a refresh of the whole
+//! stack: the slow part).
 
 mod support;
 
@@ -24,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Dev, Stack, copy_workspace, edit_manifest, emulator_sdk, foreign_env, with_routes};
+use support::{Dev, Stack, copy_workspace, edit_manifest, emulator_sdk, with_routes};
 
 const PROBE: &str = "rust-lambda-api-prod-probe";
 
@@ -49,15 +52,8 @@ impl Background {
             args.join("-"),
             std::process::id()
         ));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        for key in foreign_env() {
-            command.env_remove(key);
-        }
-        let child = command
-            .args(args)
-            .env("XTASK_LOCAL_DIR", &stack.local)
-            .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
-            .envs(stack.env.iter().cloned())
+        let child = stack
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
@@ -214,7 +210,6 @@ fn a_canary_release_is_decided_by_its_alarms() {
     .unwrap();
     std::fs::write(dir.join("test_settings.auto.tfvars.json"), SETTINGS).unwrap();
     stack.ok(&["apply"]);
-    assert_plan_empty(&stack);
     let dev = Dev::start(&stack);
 
     // Nothing in prod yet: no canary, nothing moved.
@@ -237,7 +232,7 @@ fn a_canary_release_is_decided_by_its_alarms() {
         (&["publish", "--bake", "1m"], "--canary <PERCENT>"),
         (
             &["publish", "--canary", "10", "--bake", "5s"],
-            "--bake 5s is under the alarms' period (10 s, 1 period(s) evaluated)",
+            "--bake 5s is under the alarms' period (10 s, 1 period(s) evaluated, each once it has closed)",
         ),
         (
             &["publish", "--canary", "10", "--bake", "20s"],
@@ -395,7 +390,6 @@ fn a_canary_release_is_decided_by_its_alarms() {
     for _ in 0..20 {
         assert_eq!(probe(&dev), (200, "2".to_owned()));
     }
-    assert_plan_empty(&stack);
 
     // A healthy canary interrupted (a lost CI runner): it stays in flight,
     // in the pin; a publish refuses while it is; `--abort` takes it back.
@@ -422,7 +416,6 @@ fn a_canary_release_is_decided_by_its_alarms() {
         history(&stack)["releases"][4]["canary"]["outcome"],
         "aborted"
     );
-    assert_plan_empty(&stack);
 
     // Interrupted again, then promoted by hand: a release of its own (6).
     let mut canary = Background::start(&stack, &["publish", "--canary", "10", "--bake", "10m"]);
@@ -432,7 +425,6 @@ fn a_canary_release_is_decided_by_its_alarms() {
     let promoted = stack.ok(&["publish", "--promote"]);
     assert!(promoted.contains("prod is at release 6"), "{promoted}");
     assert_eq!(probe(&dev), (200, "4".to_owned()));
-    assert_plan_empty(&stack);
     // Back: past the rolled back and the aborted canaries, to release 2.
     let rolled = stack.ok(&["rollback"]);
     assert!(rolled.contains("prod is at release 2"), "{rolled}");

@@ -139,10 +139,8 @@ fn publish_while(stack: &Stack, step: &str, change: impl FnOnce()) -> (Option<i3
     let pause = stack.local.join("pause");
     let _ = std::fs::remove_dir_all(&pause);
     std::fs::create_dir_all(&pause).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("publish")
-        .env("XTASK_LOCAL_DIR", &stack.local)
-        .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
+    let mut child = stack
+        .command(&["publish"])
         .env("XTASK_TEST_PAUSE_DIR", &pause)
         .env("XTASK_TEST_PAUSE_AT", step)
         .env("XTASK_TEST_PAUSE_FUNCTION", "rust-lambda-api-status")

@@ -226,8 +226,7 @@ impl Plan {
             .filter(|change| {
                 let key = change.key.as_deref().unwrap_or_default();
                 let allowed = change.is("aws_lambda_alias", "prod")
-                    || change.is("aws_cloudwatch_metric_alarm", "canary_errors")
-                    || change.is("aws_cloudwatch_metric_alarm", "canary_duration")
+                    || is_canary_alarm(change)
                     || (change.is("aws_lambda_permission", "this") && key.ends_with(":prod"))
                     || change.is("aws_api_gateway_deployment", "prod")
                     || (change.is("aws_api_gateway_stage", "this")
@@ -447,6 +446,17 @@ fn routed_to(alias: &Value) -> Option<(String, f64)> {
         .flat_map(|config| config["additional_version_weights"].as_object())
         .flatten()
         .find_map(|(version, weight)| Some((version.clone(), weight.as_f64()?)))
+}
+
+/// A canary's own alarm (`aws_cloudwatch_metric_alarm.errors["status:canary"]`,
+/// or `.duration[...]`), which only a promotion makes and removes.
+fn is_canary_alarm(change: &Change) -> bool {
+    (change.is("aws_cloudwatch_metric_alarm", "errors")
+        || change.is("aws_cloudwatch_metric_alarm", "duration"))
+        && change
+            .key
+            .as_deref()
+            .is_some_and(|key| key.ends_with(":canary"))
 }
 
 /// What an alarm's decision rests on, without what names it or says
@@ -706,9 +716,8 @@ impl Plan {
                         change.actions.join(", ")
                     )),
                 }
-            } else if change.is("aws_cloudwatch_metric_alarm", "canary_errors")
-                || change.is("aws_cloudwatch_metric_alarm", "canary_duration")
-            {
+            } else if is_canary_alarm(change) {
+                let key = key.trim_end_matches(":canary");
                 let version = pin
                     .canary
                     .as_ref()
@@ -763,7 +772,7 @@ impl Plan {
                         // the prod alias's alarm of its kind, as applied:
                         // what decides a canary is never a change riding
                         // along with it, as it exists during canaries only.
-                        let kind = change.name.trim_start_matches("canary_");
+                        let kind = change.name.as_str();
                         expect(
                             &mut found,
                             "alarm_name",
@@ -1272,9 +1281,9 @@ mod tests {
             "resource_changes": [
                 change(r#"aws_lambda_alias.prod["status"]"#, &["update"], alias(json!([])),
                        alias(json!([{"additional_version_weights": {"3": 0.1}}]))),
-                change(r#"aws_cloudwatch_metric_alarm.canary_errors["status"]"#, &["create"],
+                change(r#"aws_cloudwatch_metric_alarm.errors["status:canary"]"#, &["create"],
                        Value::Null, errors("rust-lambda-api-status-canary-errors", &dimensions)),
-                change(r#"aws_cloudwatch_metric_alarm.canary_duration["status"]"#, &["create"],
+                change(r#"aws_cloudwatch_metric_alarm.duration["status:canary"]"#, &["create"],
                        Value::Null, duration("rust-lambda-api-status-canary-duration", &dimensions)),
             ],
             // The prod alias's alarms as applied (the state reads "" where
@@ -1350,21 +1359,21 @@ mod tests {
                     shown.pointer_mut(&after(2)).unwrap()["dimensions"]["ExecutedVersion"] =
                         json!("2")
                 }),
-                r#"aws_cloudwatch_metric_alarm.canary_duration["status"]: watches"#,
+                r#"aws_cloudwatch_metric_alarm.duration["status:canary"]: watches"#,
             ),
             (
                 Box::new(|shown| {
                     shown.pointer_mut(&after(1)).unwrap()["metric_query"][1]["metric"][0]["dimensions"]
                         ["Resource"] = json!("rust-lambda-api-status:staging")
                 }),
-                r#"aws_cloudwatch_metric_alarm.canary_errors["status"]: watches"#,
+                r#"aws_cloudwatch_metric_alarm.errors["status:canary"]: watches"#,
             ),
             (
                 // An alarm for a function the canary does not change.
                 Box::new(|shown| {
                     shown["resource_changes"][2]["address"] =
-                        json!(r#"aws_cloudwatch_metric_alarm.canary_duration["users"]"#);
-                    shown["resource_changes"][2]["index"] = json!("users");
+                        json!(r#"aws_cloudwatch_metric_alarm.duration["users:canary"]"#);
+                    shown["resource_changes"][2]["index"] = json!("users:canary");
                 }),
                 "the pin has no canary of users",
             ),
@@ -1378,14 +1387,14 @@ mod tests {
             // of the canary's alarms would first apply with the canary.
             (
                 Box::new(|shown| shown.pointer_mut(&after(2)).unwrap()["threshold"] = json!(1e9)),
-                r#"aws_cloudwatch_metric_alarm.canary_duration["status"]: judges otherwise"#,
+                r#"aws_cloudwatch_metric_alarm.duration["status:canary"]: judges otherwise"#,
             ),
             (
                 Box::new(|shown| {
                     shown.pointer_mut(&after(1)).unwrap()["comparison_operator"] =
                         json!("LessThanThreshold")
                 }),
-                r#"aws_cloudwatch_metric_alarm.canary_errors["status"]: judges otherwise"#,
+                r#"aws_cloudwatch_metric_alarm.errors["status:canary"]: judges otherwise"#,
             ),
             (
                 Box::new(|shown| {

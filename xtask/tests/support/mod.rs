@@ -35,17 +35,26 @@ impl Stack {
         self.xtask_with(args, &[])
     }
 
-    /// `cargo xtask ARGS` with `env` besides the stack's own.
-    pub fn xtask_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    /// `cargo xtask ARGS`, to run: with the stack's directories and
+    /// environment, and none of the developer's own AWS or Terraform
+    /// settings.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
         for key in foreign_env() {
             command.env_remove(key);
         }
-        let output = command
+        command
             .args(args)
             .env("XTASK_LOCAL_DIR", &self.local)
             .env("XTASK_ARTIFACTS_DIR", &self.artifacts)
-            .envs(self.env.iter().cloned())
+            .envs(self.env.iter().cloned());
+        command
+    }
+
+    /// `cargo xtask ARGS` with `env` besides the stack's own.
+    pub fn xtask_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let output = self
+            .command(args)
             .envs(env.iter().copied())
             .output()
             .unwrap();
@@ -281,15 +290,8 @@ impl Dev {
             .parent()
             .unwrap()
             .join(format!("{}.log", args[0]));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        for key in foreign_env() {
-            command.env_remove(key);
-        }
-        let mut child = command
-            .args(args)
-            .env("XTASK_LOCAL_DIR", &stack.local)
-            .env("XTASK_ARTIFACTS_DIR", &stack.artifacts)
-            .envs(stack.env.iter().cloned())
+        let mut child = stack
+            .command(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
