@@ -223,9 +223,10 @@ fn compile_tests(sh: &Shell) -> Result<Vec<TestBinary>> {
 /// first.
 const STACK_ORDER: &[&str] = &[
     "release",
+    "canary",
     "aws",
-    "inner_loop",
     "terraform",
+    "inner_loop",
     "dev",
     "moto_venv",
 ];
