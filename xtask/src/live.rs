@@ -224,9 +224,26 @@ pub fn state_locked(local: &LocalDir) -> bool {
 /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`); `None` on AWS itself. What the
 /// rehearsal-only paths (`serve --aws`, the publish test seam) require.
 pub fn emulated_endpoint() -> Option<String> {
-    let url = std::env::var("AWS_ENDPOINT_URL").ok()?;
-    let ignore = std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").ok();
-    stands_in(&url, ignore.as_deref()).then_some(url)
+    emulated_in(std::env::vars())
+}
+
+/// [`emulated_endpoint`] in the environment `vars`: also `None` when a
+/// service's own variable (`AWS_ENDPOINT_URL_CLOUDWATCH`, which the SDKs
+/// prefer to the global one) sends that service anywhere else, to AWS
+/// itself say.
+fn emulated_in(vars: impl Iterator<Item = (String, String)>) -> Option<String> {
+    let vars: BTreeMap<String, String> = vars
+        .filter(|(name, _)| name.starts_with("AWS_ENDPOINT_URL") || name.starts_with("AWS_IGNORE"))
+        .collect();
+    let url = vars.get("AWS_ENDPOINT_URL")?;
+    let ignore = vars
+        .get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+        .map(String::as_str);
+    let all_stand_in = vars
+        .iter()
+        .filter(|(name, _)| name.starts_with("AWS_ENDPOINT_URL"))
+        .all(|(_, url)| stands_in(url, ignore));
+    all_stand_in.then(|| url.clone())
 }
 
 /// Whether endpoint `url` (with `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` as
@@ -558,6 +575,46 @@ mod endpoint_tests {
                 "{url:?} {ignore:?}"
             );
         }
+    }
+
+    /// A service's own endpoint variable elsewhere than loopback (AWS's
+    /// CloudWatch, say) means no emulator stands in for all of AWS.
+    #[test]
+    fn a_service_endpoint_elsewhere_is_not_emulated() {
+        let env = |vars: &[(&str, &str)]| {
+            super::emulated_in(
+                vars.iter()
+                    .map(|(name, value)| (name.to_string(), value.to_string())),
+            )
+        };
+        let local = ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566");
+        assert_eq!(env(&[local]).as_deref(), Some(local.1));
+        assert_eq!(
+            env(&[
+                local,
+                ("AWS_ENDPOINT_URL_DYNAMODB", "http://localhost:8000")
+            ])
+            .as_deref(),
+            Some(local.1)
+        );
+        assert_eq!(
+            env(&[
+                local,
+                (
+                    "AWS_ENDPOINT_URL_CLOUDWATCH",
+                    "https://monitoring.us-east-1.amazonaws.com"
+                )
+            ]),
+            None
+        );
+        assert_eq!(
+            env(&[local, ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")]),
+            None
+        );
+        assert_eq!(
+            env(&[("AWS_ENDPOINT_URL_LAMBDA", "http://127.0.0.1:4566")]),
+            None
+        );
     }
 }
 

@@ -391,14 +391,19 @@ fn a_canary_release_is_decided_by_its_alarms() {
         assert_eq!(probe(&dev), (200, "2".to_owned()));
     }
 
-    // A healthy canary interrupted (a lost CI runner): it stays in flight,
-    // in the pin; a publish refuses while it is; `--abort` takes it back.
+    // A canary nobody sends a request to: its alarms stay OK, but it
+    // served nothing, so it is not promoted; it stays in flight, in the
+    // pin; a publish refuses while it is; `--abort` takes it back.
     let v4 = support::repackage(&stack.artifacts, "prod-probe", &[("RELEASE", "v4")]);
     stage_probe(&stack, &v4);
-    let mut canary = Background::start(&stack, &["publish", "--canary", "10", "--bake", "10m"]);
-    canary.wait_for("==> baking");
-    canary.child.kill().unwrap();
-    canary.finish();
+    let canary = Background::start(&stack, &["publish", "--canary", "10", "--bake", "20s"]);
+    let (code, _, stderr) = canary.finish();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("prod-probe's new version served no request")
+            && stderr.contains("so it was not promoted; it stays in flight"),
+        "{stderr}"
+    );
     assert_eq!(pin(&stack)["prod_release"]["canary"]["release"], 5);
     let err = refused(&stack, &["publish"]);
     assert!(
@@ -406,7 +411,8 @@ fn a_canary_release_is_decided_by_its_alarms() {
             && err.contains("`cargo xtask publish --promote`"),
         "{err}"
     );
-    refused(&stack, &["publish", "--canary", "10", "--bake", "20s"]);
+    let err = refused(&stack, &["publish", "--canary", "10", "--bake", "20s"]);
+    assert!(err.contains("a canary of release 5 is in flight"), "{err}");
     stack.ok(&["publish", "--abort"]);
     for _ in 0..20 {
         assert_eq!(probe(&dev), (200, "2".to_owned()));

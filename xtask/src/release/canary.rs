@@ -217,7 +217,35 @@ fn bake(runtime: &tokio::runtime::Runtime, sh: &Shell, world: &World, pin: &Rele
         names.join(", "),
         flag = world.flag()
     );
+    // Where no CloudWatch evaluates the alarms: the local stack, or an
+    // emulator standing in for AWS.
+    let emulated = !world.terraform.aws || crate::live::emulated_endpoint().is_some();
+    // What to do about a canary this bake leaves live.
+    let still_live = || match Release::read(&world.pin_path()) {
+        Ok(now) if now == *pin => format!(
+            "the canary of release {} still sends {}% of prod to {}: `cargo xtask publish{flag} \
+             --abort` takes it back, `--promote` finishes it",
+            canary.release,
+            canary.percent,
+            versions(canary),
+            flag = world.flag()
+        ),
+        // The pin that ends it is written, not applied yet.
+        _ => format!(
+            "prod's aliases may still send {}% of prod to {}: `cargo xtask apply{}` applies the \
+             pin",
+            canary.percent,
+            versions(canary),
+            world.flag()
+        ),
+    };
+    // When the bake's end is judged: once the alarm period holding it has
+    // closed (and, on AWS, a period more for CloudWatch to have its
+    // metrics and evaluate): a request in the bake's last seconds is
+    // judged before anything is promoted.
+    let mut settles: Option<SystemTime> = None;
     let mut waiting = false;
+    let mut failures = 0;
     loop {
         let now = Release::read(&world.pin_path())?;
         if now != *pin {
@@ -234,10 +262,36 @@ fn bake(runtime: &tokio::runtime::Runtime, sh: &Shell, world: &World, pin: &Rele
                 world.flag()
             );
         }
-        let alarms = runtime.block_on(alarm_states(world, &names, SystemTime::now()))?;
-        check_watches(&alarms, world, canary)?;
+        let at = SystemTime::now();
+        let read = runtime.block_on(async {
+            let alarms = alarm_states(world, &names, at).await?;
+            let served = served(world, pin, canary_start(canary)).await?;
+            anyhow::Ok((alarms, served))
+        });
+        let (alarms, (served, idle)) = match read {
+            Ok(read) => {
+                failures = 0;
+                read
+            }
+            // CloudWatch throttling a call, say: the next tick tries again.
+            Err(err) if failures < 3 => {
+                failures += 1;
+                eprintln!(
+                    "warning: reading the canary's alarms and metrics failed ({failures} of 4 tries): {err:#}"
+                );
+                std::thread::sleep(tick(period));
+                continue;
+            }
+            Err(err) => {
+                return Err(err.context(format!(
+                    "the bake could not read the canary's alarms and metrics 4 times running, \
+                     so it stops; {}",
+                    still_live()
+                )));
+            }
+        };
+        check_watches(&alarms, world, canary).with_context(still_live)?;
         let elapsed = started.elapsed();
-        let (served, idle) = runtime.block_on(served(world, pin, canary_start(canary)))?;
         eprintln!(
             "canary {} of {}: {served} | {}",
             clock(elapsed),
@@ -251,7 +305,12 @@ fn bake(runtime: &tokio::runtime::Runtime, sh: &Shell, world: &World, pin: &Rele
         if let Some(fired) = alarms.iter().find(|alarm| alarm.state == "ALARM") {
             let reason = format!("alarm {} fired: {}", fired.name, fired.reason);
             eprintln!("==> {reason}: rolling back");
-            end(runtime, sh, world, pin, "rolled back", &reason, false)?;
+            end(runtime, sh, world, pin, "rolled back", &reason, false).with_context(|| {
+                format!(
+                    "{reason}, but rolling the canary back failed (below); until it is, {}",
+                    still_live()
+                )
+            })?;
             bail!(
                 "the canary of release {} was rolled back: {reason}. Prod is wholly on release {} \
                  again",
@@ -260,6 +319,17 @@ fn bake(runtime: &tokio::runtime::Runtime, sh: &Shell, world: &World, pin: &Rele
             );
         }
         if elapsed >= bake {
+            let settles = *settles.get_or_insert_with(|| {
+                let seconds = at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let closes = seconds - seconds % period + period;
+                // Locally, the host's metrics reach the emulator within its
+                // flush; on AWS, CloudWatch's own delay.
+                let delay = if emulated { 2 } else { period };
+                SystemTime::UNIX_EPOCH + Duration::from_secs(closes + delay)
+            });
             let unjudged: Vec<String> = alarms
                 .iter()
                 .filter(|alarm| alarm.state != "OK")
@@ -268,6 +338,12 @@ fn bake(runtime: &tokio::runtime::Runtime, sh: &Shell, world: &World, pin: &Rele
                     idle.iter()
                         .map(|function| format!("{function}'s new version served no request")),
                 )
+                .chain((at < settles).then(|| {
+                    format!(
+                        "the alarm period holding the bake's end is judged at {}",
+                        humantime::format_rfc3339_seconds(settles)
+                    )
+                }))
                 .collect();
             if unjudged.is_empty() {
                 let reason = format!(
@@ -275,7 +351,9 @@ fn bake(runtime: &tokio::runtime::Runtime, sh: &Shell, world: &World, pin: &Rele
                     humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
                 );
                 eprintln!("==> {reason}: promoting");
-                return end(runtime, sh, world, pin, "promoted", &reason, false);
+                return end(runtime, sh, world, pin, "promoted", &reason, false).with_context(
+                    || format!("promoting failed (below); until it does, {}", still_live()),
+                );
             }
             if elapsed >= bake + grace {
                 bail!(

@@ -459,73 +459,56 @@ fn is_canary_alarm(change: &Change) -> bool {
             .is_some_and(|key| key.ends_with(":canary"))
 }
 
-/// What an alarm's decision rests on, without what names it or says
-/// what it watches (its name, description, dimensions, tags, ARN): its
-/// comparison, threshold, periods, statistic, metric and metric math, and
-/// actions.
+/// What an alarm's decision rests on: all of it but what names it or
+/// says what it watches (its name, description, dimensions, tags, ARN):
+/// its comparison, threshold, periods, statistics, units, metrics and
+/// metric math, actions, and whatever the provider adds next. Unset and
+/// empty read alike (the state's "", 0 or false where a plan has null: a
+/// metric-math alarm's `period`); a threshold of 0 is one.
 fn alarm_judgement(alarm: &Value) -> Value {
-    let fields = [
-        "actions_enabled",
-        "alarm_actions",
-        "comparison_operator",
-        "datapoints_to_alarm",
-        "evaluation_periods",
-        "extended_statistic",
-        "insufficient_data_actions",
-        "metric_name",
-        "namespace",
-        "ok_actions",
-        "period",
-        "statistic",
-        "threshold",
-        "threshold_metric_id",
-        "treat_missing_data",
-        "unit",
+    const NAMING: &[&str] = &[
+        "alarm_name",
+        "alarm_description",
+        "dimensions",
+        "tags",
+        "tags_all",
+        "arn",
+        "id",
     ];
-    let mut judgement = serde_json::Map::new();
-    for field in fields {
-        let value = &alarm[field];
-        // Unset and empty read alike (the state's "" or 0 where a plan has
-        // null: a metric-math alarm's `period`); a threshold of 0 is one.
+    fn normalized(value: &Value, field: &str) -> Option<Value> {
+        let value = match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    // The alarm's naming fields; its queries' metrics'
+                    // dimensions.
+                    .filter(|(name, _)| match field {
+                        "" => !NAMING.contains(&name.as_str()),
+                        _ => name.as_str() != "dimensions",
+                    })
+                    .filter_map(|(name, value)| Some((name.clone(), normalized(value, name)?)))
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                let mut items: Vec<Value> = items
+                    .iter()
+                    .filter_map(|item| normalized(item, field))
+                    .collect();
+                // `metric_query` is a set: its order is the plan's or the
+                // state's own.
+                items.sort_by_key(|item| item.to_string());
+                Value::Array(items)
+            }
+            other => other.clone(),
+        };
         let empty = value.is_null()
             || value.as_str() == Some("")
+            || value.as_bool() == Some(false)
             || value.as_array().is_some_and(Vec::is_empty)
+            || value.as_object().is_some_and(|map| map.is_empty())
             || (field != "threshold" && value.as_f64() == Some(0.0));
-        if !empty {
-            judgement.insert(field.to_owned(), value.clone());
-        }
+        (!empty).then_some(value)
     }
-    let mut queries: Vec<Value> = alarm["metric_query"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|query| {
-            let metrics: Vec<Value> = query["metric"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|metric| {
-                    serde_json::json!({
-                        "metric_name": metric["metric_name"],
-                        "namespace": metric["namespace"],
-                        "period": metric["period"],
-                        "stat": metric["stat"],
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "id": query["id"],
-                "expression": query["expression"].as_str().unwrap_or_default(),
-                "return_data": query["return_data"].as_bool().unwrap_or(false),
-                "metric": metrics,
-            })
-        })
-        .collect();
-    queries.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    if !queries.is_empty() {
-        judgement.insert("metric_query".to_owned(), Value::Array(queries));
-    }
-    Value::Object(judgement)
+    normalized(alarm, "").unwrap_or(Value::Null)
 }
 
 fn human_size(bytes: u64) -> String {
@@ -597,6 +580,85 @@ pub struct ProdTarget<'a> {
     pub stage_settings: bool,
 }
 
+/// The fields of each kind of prod change that a plan may leave unknown,
+/// each whole: what AWS computes, and what [`Plan::prod_mismatches`]
+/// checks as unknown itself (an alias's `routing_config`, refused; a new
+/// stage deployment's id, the prod deployment this plan makes; the API's
+/// ARN and id before the first apply).
+const KNOWN_AFTER_APPLY: &[(&str, &[&str])] = &[
+    (
+        "aws_lambda_alias",
+        &[
+            "arn",
+            "invoke_arn",
+            "id",
+            "function_version",
+            "name",
+            "function_name",
+            "routing_config",
+        ],
+    ),
+    (
+        "aws_lambda_permission",
+        &["id", "statement_id", "statement_id_prefix", "source_arn"],
+    ),
+    (
+        "aws_api_gateway_deployment",
+        &[
+            "id",
+            "created_date",
+            "execution_arn",
+            "invoke_url",
+            "rest_api_id",
+        ],
+    ),
+    (
+        "aws_api_gateway_stage",
+        &[
+            "id",
+            "arn",
+            "execution_arn",
+            "invoke_url",
+            "web_acl_arn",
+            "tags_all",
+            "deployment_id",
+        ],
+    ),
+    (
+        "aws_cloudwatch_metric_alarm",
+        &[
+            "id",
+            "arn",
+            "tags_all",
+            "evaluate_low_sample_count_percentiles",
+        ],
+    ),
+];
+
+/// Each `true` of a plan's `after_unknown` under `value`: its top-level
+/// field and its path (`routing_config[0].additional_version_weights.5`).
+fn unknown_paths(value: &Value, path: String, found: &mut Vec<(String, String)>) {
+    let field = |path: &str| path.split(['.', '[']).next().unwrap_or_default().to_owned();
+    match value {
+        Value::Bool(true) => found.push((field(&path), path)),
+        Value::Object(map) => {
+            for (name, value) in map {
+                let path = match path.is_empty() {
+                    true => name.clone(),
+                    false => format!("{path}.{name}"),
+                };
+                unknown_paths(value, path, found);
+            }
+        }
+        Value::Array(items) => {
+            for (index, value) in items.iter().enumerate() {
+                unknown_paths(value, format!("{path}[{index}]"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The prod stage's arguments a deployment does not snapshot, and that
 /// route nothing: what an apply may change on it besides its deployment.
 const STAGE_SETTINGS: &[&str] = &[
@@ -607,6 +669,55 @@ const STAGE_SETTINGS: &[&str] = &[
 ];
 
 impl Plan {
+    /// What a change to prod leaves to be known only after apply, where
+    /// no check below can judge it: a plan shows an unknown map value or
+    /// list element by leaving it out of `after` (a routing weight of
+    /// `timestamp()`'s would read as no weight). Each prod change may leave
+    /// unknown only what AWS computes and the fields checked as unknown on
+    /// their own ([`KNOWN_AFTER_APPLY`]).
+    fn unknown_in_prod(&self, change: &Change, target: &ProdTarget) -> Vec<String> {
+        let key = change.key.as_deref().unwrap_or_default();
+        let scope = if change.is("aws_lambda_alias", "prod") || is_canary_alarm(change) {
+            change.kind.as_str()
+        } else if change.is("aws_lambda_permission", "this") && key.ends_with(":prod") {
+            "aws_lambda_permission"
+        } else if change.is("aws_api_gateway_deployment", "prod") {
+            "aws_api_gateway_deployment"
+        } else if change.is("aws_api_gateway_stage", "this") && key == "prod" {
+            // Made by the first apply, before anything is pinned (its API
+            // and deployment made with it), and checked only once made.
+            if change.before.is_null() {
+                return Vec::new();
+            }
+            "aws_api_gateway_stage"
+        } else {
+            return Vec::new();
+        };
+        let allowed = KNOWN_AFTER_APPLY
+            .iter()
+            .find(|(kind, _)| *kind == scope)
+            .map_or(&[][..], |(_, fields)| *fields);
+        let mut paths = Vec::new();
+        unknown_paths(&change.after_unknown, String::new(), &mut paths);
+        paths
+            .into_iter()
+            .filter(|(field, path)| {
+                let settings = scope == "aws_api_gateway_stage"
+                    && target.stage_settings
+                    && STAGE_SETTINGS.contains(&field.as_str());
+                let whole_and_allowed = allowed.contains(&field.as_str()) && path == field;
+                !settings && !whole_and_allowed
+            })
+            .map(|(_, path)| {
+                format!(
+                    "{}: {path} is known only after apply; what prod is set to must be known \
+                     when its plan is checked",
+                    change.address
+                )
+            })
+            .collect()
+    }
+
     /// Where the changes to prod (its aliases, their permissions, prod's
     /// deployment and stage) do something other than move prod to the
     /// target's pin (empty: they do exactly that). A promotion's plan is
@@ -624,6 +735,8 @@ impl Plan {
     ///   revision too: a deployment snapshots the API as it is when made.
     /// - The prod stage's update changes only its deployment, to the prod
     ///   deployment this plan makes.
+    /// - Nothing of these is left to be known only after apply but what
+    ///   AWS computes ([`Plan::unknown_in_prod`]).
     pub fn prod_mismatches(&self, target: &ProdTarget) -> Vec<String> {
         let pin = target.pin;
         let mut found = Vec::new();
@@ -641,6 +754,7 @@ impl Plan {
             let key = change.key.as_deref().unwrap_or_default();
             let after = &change.after;
             let unknown = |field: &str| change.after_unknown[field] == Value::Bool(true);
+            found.extend(self.unknown_in_prod(change, target));
             let expect = |found: &mut Vec<String>, field: &str, wanted: &Value| {
                 if &after[field] != wanted {
                     found.push(format!(
@@ -788,9 +902,9 @@ impl Plan {
                                 let differs = alarm_judgement(after) != alarm_judgement(applied);
                                 if differs {
                                     found.push(format!(
-                                        "{}: judges otherwise than {prod} (threshold, \
-                                         comparison, statistic, expression, periods or \
-                                         actions): {} against {}",
+                                        "{}: judges otherwise than {prod} (all but its \
+                                         name, description, dimensions and tags): {} against \
+                                         {}",
                                         change.address,
                                         alarm_judgement(after),
                                         alarm_judgement(applied)
@@ -1228,6 +1342,22 @@ mod tests {
                 }),
                 r#"aws_api_gateway_stage.this["prod"]: delete, create"#,
             ),
+            // What a plan leaves unknown reads as unset in `after`: a
+            // variable or stage the deployment sets only at apply.
+            (
+                Box::new(|shown| {
+                    shown["resource_changes"][3]["change"]["after_unknown"] =
+                        json!({"variables": {"lambdaAlias": true}});
+                }),
+                "aws_api_gateway_deployment.prod: variables.lambdaAlias is known only after apply",
+            ),
+            (
+                Box::new(|shown| {
+                    shown["resource_changes"][3]["change"]["after_unknown"] =
+                        json!({"stage_name": true, "id": true});
+                }),
+                "aws_api_gateway_deployment.prod: stage_name is known only after apply",
+            ),
         ];
         for (edit, expected) in cases {
             // Refused, and the first reason is the edit (a deployment
@@ -1421,6 +1551,40 @@ mod tests {
                     shown["prior_state"]["values"]["root_module"]["resources"] = json!([]);
                 }),
                 "is applied to judge it by",
+            ),
+            (
+                Box::new(|shown| shown.pointer_mut(&after(2)).unwrap()["unit"] = json!("Seconds")),
+                r#"aws_cloudwatch_metric_alarm.duration["status:canary"]: judges otherwise"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(1)).unwrap()["metric_query"][0]["metric"][0]["unit"] =
+                        json!("Seconds")
+                }),
+                r#"aws_cloudwatch_metric_alarm.errors["status:canary"]: judges otherwise"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown.pointer_mut(&after(1)).unwrap()["metric_query"][1]["account_id"] =
+                        json!("210987654321")
+                }),
+                "judges otherwise",
+            ),
+            // A weight known only at apply is left out of `after`: the
+            // plan shows the pin's weight alone.
+            (
+                Box::new(|shown| {
+                    shown["resource_changes"][0]["change"]["after_unknown"] =
+                        json!({"routing_config": [{"additional_version_weights": {"5": true}}]});
+                }),
+                r#"aws_lambda_alias.prod["status"]: routing_config[0].additional_version_weights.5 is known only after apply"#,
+            ),
+            (
+                Box::new(|shown| {
+                    shown["resource_changes"][1]["change"]["after_unknown"] =
+                        json!({"metric_query": [{"metric": [{"stat": true}]}], "arn": true});
+                }),
+                r#"aws_cloudwatch_metric_alarm.errors["status:canary"]: metric_query[0].metric[0].stat is known only after apply"#,
             ),
         ];
         for (edit, expected) in cases {
