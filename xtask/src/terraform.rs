@@ -217,10 +217,7 @@ impl Terraform {
 /// with its settings; exits with Terraform's exit code.
 pub fn tf(sh: &Shell, local: &LocalDir, args: TfArgs) -> Result<()> {
     let terraform = Terraform::new(sh, local, &args.target)?;
-    // On AWS, always: init is what checks (and follows) the backend file.
-    if terraform.aws || !terraform.dir.join(".terraform").is_dir() {
-        terraform.init(sh)?;
-    }
+    terraform.init(sh)?;
     let mut command: std::process::Command = terraform.command(sh).args(&args.args).into();
     // The lock timeout for the commands that take the state lock, before
     // any of the user's own arguments (a `-lock-timeout` of theirs wins).
@@ -438,6 +435,26 @@ impl Terraform {
         Ok((file, planned))
     }
 
+    /// The digest of what `terraform init` reads in the local working
+    /// directory: its `.tf` files, the lock file, the CLI configuration.
+    fn init_inputs(&self) -> Result<String> {
+        let mut read = Vec::new();
+        let mut names: Vec<PathBuf> = fs::read_dir(&self.dir)?
+            .map(|entry| entry.map(|entry| entry.path()))
+            .collect::<std::io::Result<_>>()?;
+        names.sort();
+        for path in names {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.ends_with(".tf") || name == ".terraform.lock.hcl" || name == "cli.tfrc" {
+                read.extend_from_slice(name.as_bytes());
+                read.push(0);
+                read.extend(fs::read(&path)?);
+                read.push(0);
+            }
+        }
+        Ok(crate::artifact::sha256(&read).hex)
+    }
+
     /// `terraform init`, from the provider mirror when there is one; quiet
     /// unless it fails.
     pub fn init(&self, sh: &Shell) -> Result<()> {
@@ -474,6 +491,21 @@ impl Terraform {
             }
             false => None,
         };
+        // On the local stack, what `terraform init` reads (the root's
+        // `.tf` files, the lock file, the CLI configuration), as of its
+        // last success: the same again needs no init (a second and more of
+        // the provider's start, on every command). On AWS it always runs:
+        // it checks the credentials and the state bucket first.
+        let marker = self.dir.join(".terraform/xtask-init.sha256");
+        let inputs = || match self.aws {
+            true => Ok(None),
+            false => self.init_inputs().map(Some),
+        };
+        if let Some(inputs) = inputs()?
+            && fs::read_to_string(&marker).is_ok_and(|done| done == inputs)
+        {
+            return Ok(());
+        }
         let output = self
             .command(sh)
             .args(["init", "-input=false", "-no-color"])
@@ -481,6 +513,11 @@ impl Terraform {
             .args(plugin_dir)
             .ignore_status()
             .output()?;
+        if output.status.success()
+            && let Some(inputs) = inputs()?
+        {
+            fs::write(&marker, inputs)?;
+        }
         if !output.status.success() {
             let said = format!(
                 "{}{}",
