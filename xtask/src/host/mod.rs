@@ -833,15 +833,17 @@ impl Log {
         Ok(Log(Some(Arc::new(Mutex::new(file)))))
     }
 
+    /// Writes `line` whole, in one write: formatted straight into an
+    /// unbuffered stderr or file, each of its pieces would be a write of
+    /// its own, and whoever reads the log meanwhile (a test waiting for a
+    /// line, `tail -f`) could read half a line.
     pub fn line(&self, line: fmt::Arguments) {
-        match &self.0 {
-            None => eprintln!("{line}"),
-            Some(file) => {
-                use std::io::Write;
-                let mut file = file.lock().expect("log lock");
-                let _ = writeln!(file, "{line}");
-            }
-        }
+        use std::io::Write;
+        let line = format!("{line}\n");
+        let _ = match &self.0 {
+            None => std::io::stderr().lock().write_all(line.as_bytes()),
+            Some(file) => file.lock().expect("log lock").write_all(line.as_bytes()),
+        };
     }
 }
 

@@ -387,7 +387,9 @@ impl Dev {
     /// The lines of its log containing `pattern`.
     pub fn lines(&self, pattern: &str) -> Vec<String> {
         self.log()
-            .lines()
+            .split_inclusive('\n')
+            // Whole lines only: the last may be being written.
+            .filter_map(|line| line.strip_suffix('\n'))
             .filter(|line| line.contains(pattern))
             .map(str::to_owned)
             .collect()
